@@ -1,0 +1,121 @@
+"""Model bundles: a directory with meta.json and the backend's files (see DESIGN.md)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from edge_yolox import __version__
+from edge_yolox.errors import ModelError
+
+META_NAME = "meta.json"
+FORMAT_VERSION = 1
+# Mean/std of the pre-0.1.1 YOLOX weights (RGB, 0-1); the current convention uses none.
+LEGACY_MEAN = (0.485, 0.456, 0.406)
+LEGACY_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class Preprocess:
+    color: str = "bgr"  # channel order the model expects
+    scale: float = 1.0  # multiply 0-255 pixels by this before mean/std
+    mean: Optional[tuple[float, float, float]] = None
+    std: Optional[tuple[float, float, float]] = None
+
+    @classmethod
+    def legacy(cls) -> Preprocess:
+        return cls("rgb", 1 / 255.0, LEGACY_MEAN, LEGACY_STD)
+
+    @property
+    def is_identity(self) -> bool:
+        return self.color == "bgr" and self.scale == 1.0 and self.mean is None and self.std is None
+
+
+@dataclass
+class ModelMeta:
+    """What the runtime must know to feed a model and read its outputs."""
+
+    num_classes: int
+    input_size: tuple[int, int]  # (h, w)
+    layout: str = "single"  # "single" [N, 5+C] or "split" (reg, obj, cls per stride)
+    outputs: list[str] = field(default_factory=list)  # output names in the order postprocess takes
+    strides: tuple[int, ...] = (8, 16, 32)
+    sigmoid_applied: bool = True  # obj/cls already in 0-1
+    boxes_decoded: bool = False  # boxes already cx, cy, w, h in input pixels
+    class_names: list[str] = field(default_factory=list)
+    variant: str = "unknown"
+    precision: str = "fp32"
+    backend: str = ""
+    preprocess: Preprocess = field(default_factory=Preprocess)
+    files: dict[str, str] = field(default_factory=dict)  # file name -> sha256
+    extra: dict[str, Any] = field(default_factory=dict)  # producer details, calibration, ...
+    format_version: int = FORMAT_VERSION
+    producer: str = f"edge-yolox {__version__}"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], source: str = META_NAME) -> ModelMeta:
+        try:
+            data = dict(data)
+            data["input_size"] = tuple(data["input_size"])
+            data["strides"] = tuple(data.get("strides", (8, 16, 32)))
+            data["preprocess"] = Preprocess(**data.get("preprocess", {}))
+            meta = cls(**data)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"{source}: invalid model metadata ({exc})") from None
+        if meta.format_version > FORMAT_VERSION:
+            raise ModelError(f"{source}: format_version {meta.format_version} is newer than this edge-yolox "
+                             f"understands ({FORMAT_VERSION}); upgrade edge-yolox")
+        if meta.layout not in ("single", "split"):
+            raise ModelError(f"{source}: layout must be 'single' or 'split', got {meta.layout!r}")
+        return meta
+
+    @property
+    def postprocess_options(self) -> dict[str, Any]:
+        """Keyword arguments for edge_yolox.postprocess that match this model's outputs."""
+        return {
+            "strides": self.strides,
+            "apply_sigmoid": not self.sigmoid_applied,
+            "decode_boxes": not self.boxes_decoded,
+        }
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_bundle(directory: Path, meta: ModelMeta) -> Path:
+    """Record the sha256 of every file already in `directory` and write meta.json beside them."""
+    directory = Path(directory)
+    meta.files = {p.name: sha256(p) for p in sorted(directory.iterdir()) if p.is_file() and p.name != META_NAME}
+    (directory / META_NAME).write_text(json.dumps(meta.to_json(), indent=2) + "\n")
+    return directory
+
+
+def read_bundle(directory: Path, verify: bool = True) -> ModelMeta:
+    """Load meta.json and check that every listed file is present and intact."""
+    directory = Path(directory)
+    meta_path = directory / META_NAME
+    try:
+        data = json.loads(meta_path.read_text())
+    except FileNotFoundError:
+        raise ModelError(f"{directory}: not a model bundle (no {META_NAME})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{meta_path}: unreadable ({exc})") from None
+    meta = ModelMeta.from_json(data, str(meta_path))
+    for name, digest in meta.files.items():
+        path = directory / name
+        if not path.is_file():
+            raise ModelError(f"{path}: missing from the bundle")
+        if verify and sha256(path) != digest:
+            raise ModelError(f"{path}: sha256 does not match meta.json (corrupt or truncated copy?)")
+    return meta

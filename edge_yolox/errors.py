@@ -1,0 +1,17 @@
+"""Errors a user can cause. The CLI prints them as one line and exits non-zero, never with a traceback."""
+
+
+class EdgeYoloxError(Exception):
+    """A problem with the user's input, config, model, camera or environment; the message says which."""
+
+
+class ConfigError(EdgeYoloxError):
+    """A bad configuration value: the message names the file, the key and what is allowed."""
+
+
+class ModelError(EdgeYoloxError):
+    """A model file that is missing, corrupt, truncated or does not fit what was asked."""
+
+
+class SourceError(EdgeYoloxError):
+    """A frame source that cannot be opened (missing camera, unreadable file, bad URL)."""

@@ -1,0 +1,110 @@
+"""Typed entry points to the C++ decode/NMS core (csrc/).
+
+Both YOLOX head layouts are accepted:
+- the official single tensor, [N, 5+C] or [B, N, 5+C], rows of (x, y, w, h, obj, cls...);
+- split per-stride maps, a sequence of 3 arrays per stride in stride order: reg (4 channels),
+  obj (1), cls (C), each [C, H, W] / [H, W, C] or with a leading batch dim (layout detected from the
+  grid size, or forced with ``layout``).
+
+Results are float32 [K, 6] arrays of (x1, y1, x2, y2, score, class_id) in source-frame pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Union
+
+import numpy as np
+
+from edge_yolox import _core
+
+Outputs = Union[np.ndarray, Sequence[np.ndarray]]
+Pair = tuple[float, float]
+STRIDES = (8, 16, 32)
+
+
+def postprocess_batch(
+    outputs: Outputs,
+    input_size: tuple[int, int],
+    *,
+    conf: float = 0.25,
+    iou: float = 0.45,
+    class_agnostic: bool = False,
+    max_det: int = 300,
+    ratio: Union[float, Sequence[float]] = 1.0,
+    pad: Union[Pair, Sequence[Pair]] = (0.0, 0.0),
+    frame_size: Union[None, tuple[int, int], Sequence[tuple[int, int]]] = None,
+    strides: Sequence[int] = STRIDES,
+    multi_label: bool = False,
+    apply_sigmoid: bool = False,
+    decode_boxes: bool = True,
+    layout: str = "auto",
+) -> list[np.ndarray]:
+    """Decode, threshold, NMS and un-letterbox a batch in one call (the GIL is released meanwhile).
+
+    input_size: the model input (h, w). ratio/pad/frame_size: the letterbox scale, its (x, y) padding
+    and the source (h, w) used for clipping; one value for all images or one per image.
+    apply_sigmoid: scores are logits. decode_boxes: boxes are raw grid offsets (the official export);
+    False when they are already (cx, cy, w, h) in input pixels. multi_label: every class above conf
+    per anchor, not only the best.
+    """
+    arrays = [outputs] if isinstance(outputs, np.ndarray) else list(outputs)
+    return _core.postprocess(
+        arrays,
+        _pair(input_size, "input_size", int),
+        float(conf),
+        float(iou),
+        bool(class_agnostic),
+        int(max_det),
+        bool(multi_label),
+        bool(apply_sigmoid),
+        bool(decode_boxes),
+        [int(s) for s in strides],
+        layout,
+        _per_image(ratio, np.isscalar, float),
+        _per_image(pad, _is_pair_of_numbers, lambda p: _pair(p, "pad", float)),
+        _per_image(frame_size, lambda f: f is None or _is_pair_of_numbers(f), _frame_size),
+    )
+
+
+def postprocess(outputs: Outputs, input_size: tuple[int, int], **kwargs) -> np.ndarray:
+    """`postprocess_batch` for one image (a batch dimension of 1 is fine): float32 [K, 6]."""
+    results = postprocess_batch(outputs, input_size, **kwargs)
+    if len(results) != 1:
+        raise ValueError(f"outputs hold a batch of {len(results)} images; use postprocess_batch")
+    return results[0]
+
+
+def _pair(value, name: str, kind) -> tuple:
+    try:
+        a, b = value
+        return kind(a), kind(b)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a pair of numbers, got {value!r}") from None
+
+
+def _frame_size(value) -> tuple[float, float]:
+    return (0.0, 0.0) if value is None else _pair(value, "frame_size", float)
+
+
+def _per_image(value, is_single, convert) -> list:
+    """One value shared by every image, or a sequence with one value per image."""
+    if is_single(value):
+        return [convert(value)]
+    try:
+        items = list(value)
+    except TypeError:
+        raise ValueError(f"expected one value or one per image, got {value!r}") from None
+    if not items:
+        raise ValueError("a per-image argument must not be empty")
+    return [convert(v) for v in items]
+
+
+def _is_pair_of_numbers(value) -> bool:
+    try:
+        return len(value) == 2 and all(np.isscalar(v) for v in value)
+    except TypeError:
+        return False
+
+
+__all__ = ["STRIDES", "postprocess", "postprocess_batch"]

@@ -1,0 +1,40 @@
+"""Letterbox: the official YOLOX input convention (BGR, 0-255, image at the top-left, pad 114)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import cv2
+import numpy as np
+
+PAD_VALUE = 114
+
+
+def letterbox(
+    frame: np.ndarray, size: tuple[int, int], out: Optional[np.ndarray] = None
+) -> tuple[np.ndarray, float]:
+    """Scale `frame` (H×W×3 uint8) to fit `size` (h, w) keeping its aspect, pad right/bottom with 114.
+
+    Returns the (h, w, 3) uint8 image and the scale ratio. Pass the previous result as `out` to reuse
+    its memory on every frame.
+    """
+    if frame is None or frame.ndim != 3 or frame.shape[2] != 3 or frame.shape[0] == 0 or frame.shape[1] == 0:
+        shape = None if frame is None else frame.shape
+        raise ValueError(f"letterbox needs an H×W×3 image, got shape {shape}")
+    h, w = size
+    ratio = min(h / frame.shape[0], w / frame.shape[1])
+    new_w, new_h = int(frame.shape[1] * ratio), int(frame.shape[0] * ratio)
+    if out is None or out.shape != (h, w, 3):
+        out = np.empty((h, w, 3), dtype=np.uint8)
+    out[new_h:, :] = PAD_VALUE
+    out[:new_h, new_w:] = PAD_VALUE
+    cv2.resize(frame, (new_w, new_h), dst=out[:new_h, :new_w], interpolation=cv2.INTER_LINEAR)
+    return out, ratio
+
+
+def to_nchw(image: np.ndarray) -> np.ndarray:
+    """H×W×3 uint8 → contiguous float32 [1, 3, H, W], values unchanged (0-255)."""
+    return np.ascontiguousarray(image.transpose(2, 0, 1)[None], dtype=np.float32)
+
+
+__all__ = ["PAD_VALUE", "letterbox", "to_nchw"]
