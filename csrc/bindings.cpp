@@ -39,7 +39,8 @@ FloatArray as_float(const py::handle& obj, size_t index) {
     return arr;
 }
 
-int grid_size(int size, int stride) { return (size + stride - 1) / stride; }
+// ceil(size / stride), as every stride-2 conv with padding rounds up; written so it cannot overflow.
+int grid_size(int size, int stride) { return size / stride + (size % stride != 0); }
 
 // The official single tensor [N, 5+C] or [B, N, 5+C]: one view per stride level into the rows.
 std::vector<std::vector<yolox::Level>> single_levels(const FloatArray& a, int in_h, int in_w,

@@ -61,9 +61,9 @@ def postprocess_batch(
         bool(decode_boxes),
         [int(s) for s in strides],
         layout,
-        _per_image(ratio, np.isscalar, float),
-        _per_image(pad, _is_pair_of_numbers, lambda p: _pair(p, "pad", float)),
-        _per_image(frame_size, lambda f: f is None or _is_pair_of_numbers(f), _frame_size),
+        _per_image(ratio, "ratio", np.isscalar, float),
+        _per_image(pad, "pad", _is_pair_of_numbers, lambda p: _pair(p, "pad", float)),
+        _per_image(frame_size, "frame_size", lambda f: f is None or _is_pair_of_numbers(f), _frame_size),
     )
 
 
@@ -87,16 +87,16 @@ def _frame_size(value) -> tuple[float, float]:
     return (0.0, 0.0) if value is None else _pair(value, "frame_size", float)
 
 
-def _per_image(value, is_single, convert) -> list:
+def _per_image(value, name: str, is_single, convert) -> list:
     """One value shared by every image, or a sequence with one value per image."""
     if is_single(value):
         return [convert(value)]
     try:
         items = list(value)
     except TypeError:
-        raise ValueError(f"expected one value or one per image, got {value!r}") from None
+        items = []
     if not items:
-        raise ValueError("a per-image argument must not be empty")
+        raise ValueError(f"{name} must be one value or one per image, got {value!r}")
     return [convert(v) for v in items]
 
 

@@ -1,0 +1,1 @@
+"""Per-board runtime defaults, one YAML file per board; packaged as data (read with importlib.resources)."""

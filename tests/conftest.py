@@ -1,0 +1,43 @@
+"""Shared fixtures: the real data in ../shared/data (skipped with a message locally, a failure in CI)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(os.environ.get("EDGE_YOLOX_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
+
+
+def shared_path(*parts: str) -> Path:
+    """A file under ../shared/data; in CI (CI=true) its absence fails the test, elsewhere it skips it."""
+    path = SHARED_DATA.joinpath(*parts).resolve()
+    if not path.exists():
+        message = f"real test data missing: {path} (see ../shared/data/README.md)"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def coco_names() -> list[str]:
+    return shared_path("models", "coco.names").read_text().split("\n")[:80]
+
+
+@pytest.fixture(scope="session")
+def nano_onnx_outputs():
+    """Real YOLOX-Nano outputs: the official ONNX on dog.jpg and busstop.jpg, with each letterbox ratio."""
+    import cv2
+    import onnxruntime as ort
+
+    from edge_yolox.preprocess import letterbox, to_nchw
+
+    session = ort.InferenceSession(str(shared_path("models", "yolox_nano.onnx")), providers=["CPUExecutionProvider"])
+    result = {}
+    for name in ("dog.jpg", "busstop.jpg"):
+        frame = cv2.imread(str(shared_path("images", name)))
+        image, ratio = letterbox(frame, (416, 416))
+        result[name] = (session.run(None, {"images": to_nchw(image)})[0], ratio, frame.shape[:2])
+    return result
