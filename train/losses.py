@@ -1,0 +1,88 @@
+"""YOLOX training loss: SimOTA assignment, then IoU, objectness, class and (no-aug tail) L1 terms,
+each normalised by the number of foreground anchors, as the official head computes them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .assign import simota_assign
+
+IOU_WEIGHT = 5.0
+
+
+def flatten_outputs(outputs: Sequence[torch.Tensor], strides: Sequence[int]):
+    """Per-level raw head maps [B, 5+C, H, W] -> (raw [B, A, 5+C], grid [A, 2], stride [A]) in the official
+    anchor order (level by level, row-major)."""
+    raws, grids, anchor_strides = [], [], []
+    for out, stride in zip(outputs, strides):
+        h, w = out.shape[-2:]
+        raws.append(out.flatten(2).transpose(1, 2))
+        ys, xs = torch.meshgrid(torch.arange(h, device=out.device), torch.arange(w, device=out.device), indexing="ij")
+        grids.append(torch.stack((xs, ys), -1).reshape(-1, 2))
+        anchor_strides.append(torch.full((h * w,), float(stride), device=out.device))
+    return torch.cat(raws, 1), torch.cat(grids).to(raws[0].dtype), torch.cat(anchor_strides).to(raws[0].dtype)
+
+
+def decode_boxes(raw_reg: torch.Tensor, grid: torch.Tensor, stride: torch.Tensor) -> torch.Tensor:
+    """Raw regression [B, A, 4] -> cxcywh boxes in input pixels."""
+    s = stride.unsqueeze(-1)
+    return torch.cat(((raw_reg[..., :2] + grid) * s, raw_reg[..., 2:4].exp() * s), -1)
+
+
+def iou_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """1 - IoU^2 per pair of cxcywh boxes (the official "iou" loss type)."""
+    lt = torch.maximum(pred[:, :2] - pred[:, 2:] / 2, target[:, :2] - target[:, 2:] / 2)
+    rb = torch.minimum(pred[:, :2] + pred[:, 2:] / 2, target[:, :2] + target[:, 2:] / 2)
+    inter = (rb - lt).clamp(min=0).prod(1)
+    union = pred[:, 2:].prod(1) + target[:, 2:].prod(1) - inter
+    return 1 - (inter / (union + 1e-16)) ** 2
+
+
+def l1_target(gt: torch.Tensor, grid: torch.Tensor, stride: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """The raw regression that would decode exactly to `gt` (cxcywh) at these anchors."""
+    s = stride.unsqueeze(-1)
+    return torch.cat((gt[:, :2] / s - grid, torch.log(gt[:, 2:] / s + eps)), 1)
+
+
+def yolox_loss(outputs: Sequence[torch.Tensor], strides: Sequence[int], targets: torch.Tensor, use_l1: bool = False,
+               *, assign_mode: str = "center") -> dict[str, torch.Tensor]:
+    """The official YOLOX loss for raw per-level head outputs.
+
+    outputs: [B, 5+C, H, W] per stride, channels (reg 4 raw, obj logit, cls logits);
+    targets: [B, max_labels, 5] rows (class, cx, cy, w, h) in input pixels, all-zero rows are padding.
+    Returns total_loss, iou_loss (already x5), conf_loss, cls_loss, l1_loss and num_fg (foreground anchors per
+    ground truth, as the official head reports it).
+    """
+    raw, grid, stride = flatten_outputs(outputs, strides)
+    raw = raw.float() if raw.dtype == torch.float16 or raw.dtype == torch.bfloat16 else raw
+    num_classes = raw.shape[-1] - 5
+    boxes = decode_boxes(raw[..., :4], grid, stride)
+    obj_logits, cls_logits = raw[..., 4], raw[..., 5:]
+
+    targets = targets.to(raw.dtype)
+    gt_valid = targets.sum(-1) > 0
+    gt_classes, gt_boxes = targets[..., 0].long(), targets[..., 1:5]
+    a = simota_assign(boxes.detach(), obj_logits.detach(), cls_logits.detach(), (grid + 0.5) * stride.unsqueeze(-1),
+                      stride, gt_boxes, gt_classes, gt_valid, mode=assign_mode)
+
+    num_fg = max(a.num_fg, 1)
+    batch_index = torch.arange(raw.shape[0], device=raw.device).unsqueeze(1).expand_as(a.fg)[a.fg]
+    matched_boxes = gt_boxes[batch_index, a.gt_index[a.fg]]
+    matched_classes = gt_classes[batch_index, a.gt_index[a.fg]]
+
+    loss_iou = IOU_WEIGHT * iou_loss(boxes[a.fg], matched_boxes).sum() / num_fg
+    loss_obj = F.binary_cross_entropy_with_logits(obj_logits, a.fg.to(raw.dtype), reduction="sum") / num_fg
+    cls_target = F.one_hot(matched_classes, num_classes).to(raw.dtype) * a.iou[a.fg].unsqueeze(-1)
+    loss_cls = F.binary_cross_entropy_with_logits(cls_logits[a.fg], cls_target, reduction="sum") / num_fg
+    if use_l1:
+        anchor_index = a.fg.nonzero()[:, 1]
+        l1 = l1_target(matched_boxes, grid[anchor_index], stride[anchor_index])
+        loss_l1 = (raw[..., :4][a.fg] - l1).abs().sum() / num_fg
+    else:
+        loss_l1 = raw.new_zeros(())
+    total = loss_iou + loss_obj + loss_cls + loss_l1
+    return {"total_loss": total, "iou_loss": loss_iou, "conf_loss": loss_obj, "cls_loss": loss_cls,
+            "l1_loss": loss_l1, "num_fg": raw.new_tensor(a.num_fg / max(int(gt_valid.sum()), 1))}
