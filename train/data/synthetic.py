@@ -53,9 +53,11 @@ def _iou(box: np.ndarray, boxes: list[np.ndarray]) -> float:
 
 
 def render_scene(rng: np.random.Generator, size: tuple[int, int] = (416, 416), max_objects: int = 6,
-                 radius: tuple[float, float] = (10, 70)):
-    """(BGR image, boxes [N, 4] xyxy, classes [N]) for one scene; shapes overlap little (IoU < 0.2)."""
+                 radius: tuple[float, float] = (0.025, 0.17)):
+    """(BGR image, boxes [N, 4] xyxy, classes [N]) for one scene; shapes (radius a fraction of the shorter side)
+    overlap little (IoU < 0.2)."""
     h, w = size
+    radius = (radius[0] * min(h, w), radius[1] * min(h, w))
     image = _background(rng, h, w)
     boxes, classes = [], []
     for _ in range(int(rng.integers(1, max_objects + 1)) * 3):  # a few tries per wanted object
