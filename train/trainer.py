@@ -53,7 +53,7 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     ema: bool = True
-    eval_interval: int = 10
+    eval_interval: int = 10  # epochs; 0 = never evaluate
     workers: int = 4
     seed: int = 0
     amp: bool = True  # used only where the device supports it (CUDA)
@@ -425,7 +425,7 @@ class Trainer:
         self.scaler.update()
         if self.ema:
             self.ema.update(self.model)
-        return {k: float(losses[k]) for k in LOSS_KEYS}
+        return {k: float(losses[k].detach()) if torch.is_tensor(losses[k]) else float(losses[k]) for k in LOSS_KEYS}
 
     def train(self) -> float:
         from tqdm import tqdm
@@ -465,7 +465,8 @@ class Trainer:
     def end_epoch(self, epoch: int, tail: bool) -> None:
         """Rank 0 evaluates (every eval_interval epochs, every epoch in the tail, and at the end) and saves."""
         last = epoch == self.cfg.epochs - 1
-        should_eval = tail or last or (epoch + 1) % self.cfg.eval_interval == 0
+        interval = self.cfg.eval_interval
+        should_eval = interval > 0 and (tail or last or (epoch + 1) % interval == 0)
         if self.rank == 0:
             ap = None
             if should_eval:
