@@ -8,11 +8,14 @@ The contract every sink module follows, so the CLI, the config file and the serv
   the key on a bad value) and builds the sink.
 A sink's `write` is called on the inference thread for every frame: it must return quickly and never
 block on a network or a device (queue and hand off to its own thread instead).
+A section `{"enabled": false}` turns a sink off (the pipeline drops the key before `from_config`), so a
+flag like `--no-stdout` can disable what a board or config file enables.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -29,6 +32,7 @@ class SinkContext:
     model: str
     source: str
     class_names: tuple[str, ...] = ()
+    fps: Optional[float] = None  # the source's frame rate when known (video writers need one)
 
 
 class Sink:
@@ -47,4 +51,21 @@ class Sink:
 
 
 def modules():
-    return [importlib.import_module(f"edge_yolox.sinks.{name}") for name in SINK_MODULES]
+    """The sink modules present in this installation, in SINK_MODULES order."""
+    return [importlib.import_module(f"edge_yolox.sinks.{name}") for name in SINK_MODULES
+            if importlib.util.find_spec(f"edge_yolox.sinks.{name}") is not None]
+
+
+def options(section: dict[str, Any], name: str, defaults: dict[str, Any]) -> dict[str, Any]:
+    """`section` checked against `defaults` (unknown keys, wrong types) and completed with them."""
+    from edge_yolox.errors import ConfigError
+
+    for key, value in section.items():
+        if key not in defaults:
+            raise ConfigError(f"outputs.{name}.{key}: unknown key; allowed: {', '.join(defaults)}")
+        expected = type(defaults[key])
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) if expected in (int, float) \
+            else defaults[key] is None or isinstance(value, expected)
+        if not ok:
+            raise ConfigError(f"outputs.{name}.{key}: invalid value {value!r}; allowed: a {expected.__name__}")
+    return {**defaults, **section}

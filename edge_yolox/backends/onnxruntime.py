@@ -1,0 +1,69 @@
+"""onnxruntime backend: CPU execution provider, intra-op threads from the board config."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from edge_yolox.backends import (
+    Backend,
+    bare_meta,
+    bundle_order,
+    check_input_size,
+    import_runtime,
+    normalize,
+    static_size,
+)
+from edge_yolox.bundle import ModelMeta
+from edge_yolox.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+
+class OnnxBackend(Backend):
+    name = "onnxruntime"
+
+    def __init__(self, meta: ModelMeta, path: Path, session, nchw: bool, order: list[int]):
+        super().__init__(meta, path)
+        self.session = session
+        self.nchw = nchw
+        self.order = order
+        self.input_name = session.get_inputs()[0].name
+
+    def _run(self, image: np.ndarray) -> list[np.ndarray]:
+        outputs = self.session.run(None, {self.input_name: normalize(image, self.meta.preprocess, self.nchw)})
+        return [outputs[i] for i in self.order]
+
+    def close(self) -> None:
+        self.session = None
+
+
+def load(path: Path, meta: Optional[ModelMeta], threads: Optional[int] = None,
+         input_size: Optional[tuple[int, int]] = None, **_: Any) -> OnnxBackend:
+    ort = import_runtime("onnxruntime", path, "onnx")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # onnxruntime's own warnings would bypass our logging
+    options.inter_op_num_threads = 1  # a single sequential graph: inter-op threads only add wake-ups
+    if threads:
+        options.intra_op_num_threads = int(threads)
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{path}: not a loadable ONNX model ({reason[:200]})") from None
+    dims = session.get_inputs()[0].shape
+    if len(dims) != 4 or 3 not in (dims[1], dims[3]):
+        raise ModelError(f"{path}: input shape {dims} is not an image batch [1,3,H,W] or [1,H,W,3]")
+    nchw = dims[1] == 3
+    hw = dims[2:4] if nchw else dims[1:3]
+    names = [o.name for o in session.get_outputs()]
+    if meta is not None:
+        check_input_size(meta, hw, path)
+        return OnnxBackend(meta, path, session, nchw, bundle_order(meta, names, path))
+    size = static_size(hw, input_size, path)
+    probe = OnnxBackend(ModelMeta(num_classes=0, input_size=size), path, session, nchw, list(range(len(names))))
+    meta, order = bare_meta(path, "onnxruntime", size, probe._run)
+    return OnnxBackend(meta, path, session, nchw, order)

@@ -1,0 +1,106 @@
+"""TFLite backend through ai-edge-litert (falling back to tflite-runtime), with XNNPACK and threads.
+
+Handles float and quantized (int8/uint8) inputs and outputs: quantized tensors are converted with each
+tensor's own scale and zero point, which is why split-head exports keep box and score maps apart.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from edge_yolox.backends import Backend, bare_meta, check_input_size, infer_head, normalize, static_size
+from edge_yolox.bundle import ModelMeta
+from edge_yolox.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+
+def interpreter_module():
+    """The Interpreter module of whichever TFLite runtime is installed."""
+    for name in ("ai_edge_litert.interpreter", "tflite_runtime.interpreter"):
+        try:
+            return importlib.import_module(name)
+        except ImportError:
+            continue
+    raise ImportError("neither ai-edge-litert nor tflite-runtime is installed")
+
+
+class TfliteBackend(Backend):
+    name = "tflite"
+
+    def __init__(self, meta: ModelMeta, path: Path, interpreter, nchw: bool, order: list[int]):
+        super().__init__(meta, path)
+        self.interpreter = interpreter
+        self.nchw = nchw
+        self.input = interpreter.get_input_details()[0]
+        self.outputs = [interpreter.get_output_details()[i] for i in order]
+
+    def _run(self, image: np.ndarray) -> list[np.ndarray]:
+        x = normalize(image, self.meta.preprocess, self.nchw)
+        self.interpreter.set_tensor(self.input["index"], quantize(x, self.input))
+        self.interpreter.invoke()
+        return [dequantize(self.interpreter.get_tensor(d["index"]), d) for d in self.outputs]
+
+    def close(self) -> None:
+        self.interpreter = None
+
+
+def quantize(x: np.ndarray, detail: dict) -> np.ndarray:
+    dtype = detail["dtype"]
+    if dtype == np.float32:
+        return x
+    scale, zero = detail["quantization"]
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
+
+
+def dequantize(q: np.ndarray, detail: dict) -> np.ndarray:
+    if q.dtype == np.float32:
+        return q
+    scale, zero = detail["quantization"]
+    return (q.astype(np.float32) - zero) * np.float32(scale)
+
+
+def load(path: Path, meta: Optional[ModelMeta], threads: Optional[int] = None,
+         input_size: Optional[tuple[int, int]] = None, xnnpack: bool = True, **_: Any) -> TfliteBackend:
+    try:
+        tfl = interpreter_module()
+    except ImportError as exc:
+        raise ModelError(f"{path}: {exc}; install it with: pip install 'edge-yolox[tflite]'") from None
+    kwargs: dict[str, Any] = {"model_path": str(path), "num_threads": int(threads) if threads else None}
+    if not xnnpack:  # XNNPACK is LiteRT's default CPU delegate; this resolver leaves it out
+        kwargs["experimental_op_resolver_type"] = tfl.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    try:
+        interpreter = tfl.Interpreter(**kwargs)
+        interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{path}: not a loadable TFLite model ({reason[:200]})") from None
+    dims = [int(d) for d in interpreter.get_input_details()[0]["shape"]]
+    if len(dims) != 4 or 3 not in (dims[1], dims[3]):
+        raise ModelError(f"{path}: input shape {dims} is not an image batch [1,H,W,3] or [1,3,H,W]")
+    nchw = dims[1] == 3 and dims[3] != 3
+    hw = dims[2:4] if nchw else dims[1:3]
+    details = interpreter.get_output_details()
+    if meta is not None:
+        check_input_size(meta, hw, path)
+        names = [d["name"] for d in details]
+        order = [names.index(n) for n in meta.outputs] if meta.outputs and set(meta.outputs) <= set(names) \
+            else _order_by_shape(meta, details, path)
+        return TfliteBackend(meta, path, interpreter, nchw, order)
+    size = static_size(hw, input_size, path)
+    probe = TfliteBackend(ModelMeta(num_classes=0, input_size=size), path, interpreter, nchw,
+                          list(range(len(details))))
+    meta, order = bare_meta(path, "tflite", size, probe._run)
+    return TfliteBackend(meta, path, interpreter, nchw, order)
+
+
+def _order_by_shape(meta: ModelMeta, details: list[dict], path: Path) -> list[int]:
+    """TFLite converters rename outputs; a bundle's names may not survive, its shapes always do."""
+    _, _, order = infer_head([list(d["shape"]) for d in details], meta.input_size, meta.strides, path)
+    return order

@@ -1,0 +1,76 @@
+"""Detector: frame -> letterbox -> backend -> C++ postprocess -> detections in source-frame pixels."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+
+from edge_yolox.backends import Backend, load_backend
+from edge_yolox.errors import ConfigError
+from edge_yolox.postprocess import postprocess
+from edge_yolox.preprocess import letterbox
+
+
+class Detector:
+    """Runs one model on BGR frames.
+
+    `model` is a loaded Backend or a path for `load_backend` (backend/threads/options pass through).
+    `classes` keeps only those classes (ids or names). The backend applies the model's preprocessing
+    (meta.preprocess: BGR 0-255, or the legacy RGB/255/mean-std); `legacy=True` forces the latter.
+    """
+
+    def __init__(self, model: Union[str, Path, Backend], *, conf: float = 0.25, iou: float = 0.45,
+                 class_agnostic: bool = False, max_det: int = 300, classes: Optional[Iterable] = None,
+                 backend: Optional[str] = None, threads: Optional[int] = None, **opts: Any):
+        self.backend = model if isinstance(model, Backend) else load_backend(model, backend, threads, **opts)
+        self.meta = self.backend.meta
+        self.options = dict(conf=conf, iou=iou, class_agnostic=class_agnostic, max_det=max_det,
+                            **self.meta.postprocess_options)
+        self.keep = None if classes is None else self._class_ids(classes)
+        self._canvas: Optional[np.ndarray] = None  # letterbox buffer reused across frames
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.meta.class_names or [str(i) for i in range(self.meta.num_classes)]
+
+    def _class_ids(self, classes: Iterable) -> np.ndarray:
+        names = self.class_names
+        ids = []
+        for c in classes:
+            if isinstance(c, (int, np.integer)) or (isinstance(c, str) and c.isdigit()):
+                i = int(c)
+            elif c in names:
+                i = names.index(c)
+            else:
+                raise ConfigError(f"detect.classes: unknown class {c!r}; this model has: {', '.join(names)}")
+            if not 0 <= i < self.meta.num_classes:
+                raise ConfigError(f"detect.classes: class id {i} out of range 0..{self.meta.num_classes - 1}")
+            ids.append(i)
+        return np.asarray(sorted(set(ids)), dtype=np.float32)
+
+    def detect(self, frame: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+        """float32 [K, 6] (x1, y1, x2, y2, score, class_id) and the stage times in ms (pre, infer, post)."""
+        t0 = time.perf_counter()
+        self._canvas, ratio = letterbox(frame, self.meta.input_size, out=self._canvas)
+        t1 = time.perf_counter()
+        outputs = self.backend.infer(self._canvas)
+        t2 = time.perf_counter()
+        dets = postprocess(outputs, self.meta.input_size, ratio=ratio, frame_size=frame.shape[:2], **self.options)
+        if self.keep is not None:
+            dets = dets[np.isin(dets[:, 5], self.keep)]
+        t3 = time.perf_counter()
+        return dets, {"pre": (t1 - t0) * 1e3, "infer": (t2 - t1) * 1e3, "post": (t3 - t2) * 1e3}
+
+    def to_json(self, dets: np.ndarray) -> list[dict[str, Any]]:
+        """Detections in the DESIGN.md record schema."""
+        names = self.class_names
+        return [{"label": names[int(c)] if int(c) < len(names) else str(int(c)), "class_id": int(c),
+                 "score": round(float(s), 4), "box": [round(float(v), 1) for v in (x1, y1, x2, y2)]}
+                for x1, y1, x2, y2, s, c in dets]
+
+    def close(self) -> None:
+        self.backend.close()
