@@ -103,7 +103,7 @@ def render_param(layers: list[list[str]], blob_count: int) -> str:
 
 
 def load(path: Path, meta: Optional[ModelMeta], threads: Optional[int] = None,
-         input_size: Optional[tuple[int, int]] = None, fp16: bool = True, int8: bool = True,
+         input_size: Optional[tuple[int, int]] = None, fp16: bool = False, int8: bool = True,
          **_: Any) -> NcnnBackend:
     ncnn = import_runtime("ncnn", path, "ncnn")
     weights = path.with_suffix(".bin")
