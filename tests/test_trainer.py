@@ -117,6 +117,11 @@ def test_yaml_config_overrides_and_rejects_unknown_keys(tmp_path):
     (tmp_path / "c.yaml").write_text("epochs: 7\naug:\n  mosaic_prob: 0.25\n")
     cfg = T.parse_args(["--data", "x", "--config", str(tmp_path / "c.yaml"), "--batch", "8"])
     assert (cfg.epochs, cfg.batch, cfg.aug.mosaic_prob, cfg.aug.mosaic_scale) == (7, 8, 0.25, (0.5, 1.5))
+    assert cfg.multiscale == (320, 640)  # the Nano recipe
+    assert T.parse_args(["--data", "x", "--multiscale", "off"]).multiscale is None
+    assert T.parse_args(["--data", "x", "--multiscale", "256-512"]).multiscale == (256, 512)
+    with pytest.raises(T.ConfigError, match="multiples of 32"):
+        T.parse_args(["--data", "x", "--multiscale", "300-500"])
     (tmp_path / "bad.yaml").write_text("epoch: 7\n")
     with pytest.raises(T.ConfigError, match="epoch is not a training option"):
         T.parse_args(["--data", "x", "--config", str(tmp_path / "bad.yaml")])

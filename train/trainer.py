@@ -489,10 +489,16 @@ class Trainer:
 # ----------------------------------------------------------------------------- CLI
 
 
-def _pair(text: str) -> tuple[int, int] | None:
+def _size_range(text: str) -> tuple[int, int] | None:
+    """'320-640' -> (320, 640); 'off' -> None (one fixed size)."""
     if text.lower() in ("none", "off", "0"):
         return None
-    lo, hi = (int(v) for v in text.split("-" if "-" in text else ","))
+    try:
+        lo, hi = (int(v) for v in text.replace(",", "-").split("-"))
+    except ValueError:
+        raise ConfigError(f"--multiscale {text!r}: expected a range like 320-640, or 'off'") from None
+    if lo % 32 or hi % 32 or lo > hi:
+        raise ConfigError(f"--multiscale {text!r}: both ends must be multiples of 32, low <= high")
     return lo, hi
 
 
@@ -506,7 +512,7 @@ def parse_args(argv: list[str] | None) -> TrainConfig:
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch", type=int, help="total batch size (lr = 0.01 * batch / 64)")
     p.add_argument("--img-size", type=int)
-    p.add_argument("--multiscale", type=_pair, help="training size range, e.g. 320-640, or 'off'")
+    p.add_argument("--multiscale", help="training size range, e.g. 320-640, or 'off'")
     p.add_argument("--weights", help="initial weights (official checkpoint); another class count is fine")
     p.add_argument("--resume", help="a last_ckpt.pth to continue exactly")
     p.add_argument("--out", help="output folder (checkpoints, log.csv, training_curves.png)")
@@ -524,8 +530,10 @@ def parse_args(argv: list[str] | None) -> TrainConfig:
     if args.config:
         apply_yaml(cfg, Path(args.config))
     for key, value in vars(args).items():
-        if value is not None and key != "config":
+        if value is not None and key not in ("config", "multiscale"):
             setattr(cfg, key, value)
+    if args.multiscale is not None:
+        cfg.multiscale = _size_range(args.multiscale)
     cfg.val_data = cfg.val_data or ""
     cfg.out = cfg.out or f"runs/train/{cfg.variant}"
     if cfg.img_size % 32:
