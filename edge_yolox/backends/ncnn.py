@@ -9,7 +9,11 @@ at full speed, unlike a Python custom layer.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
@@ -98,6 +102,23 @@ def rewrite_focus(layers: list[list[str]]) -> tuple[list[list[str]], int]:
     return out, added
 
 
+@contextlib.contextmanager
+def c_stderr():
+    """Capture what ncnn's C++ prints on fd 2 while loading, to put it in our one-line error instead."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        text: list[str] = []
+        try:
+            yield lambda: "; ".join(text) or "no details"
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            text += [line.strip() for line in tmp.read().decode(errors="replace").splitlines() if line.strip()]
+
+
 def render_param(layers: list[list[str]], blob_count: int) -> str:
     return "\n".join([MAGIC, f"{len(layers)} {blob_count}"] + [" ".join(f) for f in layers]) + "\n"
 
@@ -127,12 +148,17 @@ def load(path: Path, meta: Optional[ModelMeta], threads: Optional[int] = None,
     net.opt.num_threads = int(threads) if threads else 1
     net.opt.use_fp16_storage = net.opt.use_fp16_arithmetic = net.opt.use_fp16_packed = bool(fp16)
     net.opt.use_int8_inference = bool(int8)
-    if net.load_param_mem(render_param(layers, blob_count + added)) != 0:
+    with c_stderr() as said:
+        ok = net.load_param_mem(render_param(layers, blob_count + added)) == 0
+    if not ok:
         unknown = sorted({f[0] for f in layers if ncnn.layer_to_index(f[0]) < 0})
-        hint = f" (layers this ncnn lacks: {', '.join(unknown)})" if unknown else ""
-        raise ModelError(f"{path}: ncnn could not load the .param{hint}")
-    if net.load_model(str(weights)) != 0:
-        raise ModelError(f"{weights}: ncnn could not load the weights (truncated, or not made for {path.name}?)")
+        hint = f"layers this ncnn lacks: {', '.join(unknown)}" if unknown else said()
+        raise ModelError(f"{path}: ncnn could not load the .param ({hint})")
+    with c_stderr() as said:
+        ok = net.load_model(str(weights)) == 0
+    if not ok:
+        raise ModelError(f"{weights}: ncnn could not load the weights, truncated or not made for {path.name} "
+                         f"({said()})")
 
     params = dict(p.split("=", 1) for p in input_params if "=" in p)
     hw = (int(params.get("1", 0)), int(params.get("0", 0)))  # ncnn Input: 0=w 1=h 2=c
