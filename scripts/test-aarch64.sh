@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Test an aarch64 wheel of edge-yolox on an emulated 64-bit ARM Debian (qemu user mode, no binfmt, no root
+# filesystem image): import it, compare its C++ postprocess with the numpy reference on real model outputs
+# recorded here, then `edge-yolox run` on dog.jpg with the aarch64 NCNN wheel and the shared NCNN model.
+#
+# Usage: scripts/test-aarch64.sh [--wheel PATH] [--suite bookworm|bullseye|trixie]
+#   --wheel   default: the newest matching wheel in wheelhouse/ (scripts/build-wheels.sh --arch aarch64)
+#   --suite   the Debian release whose Python runs the test: bullseye 3.9, bookworm 3.11 (default), trixie 3.13
+# Needs (Debian): debootstrap qemu-user-static, root (debootstrap), network to Debian and PyPI the first time.
+# Environment: EDGE_YOLOX_WHEEL_CACHE (default ~/.cache/edge-yolox-wheels) keeps the root filesystem and the
+# aarch64 dependencies; EDGE_YOLOX_DATA (default ../shared/data) the real models and images; HOST_PYTHON
+# (default python3) a host Python with edge_yolox, onnxruntime and opencv to record the model outputs.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+CACHE=${EDGE_YOLOX_WHEEL_CACHE:-$HOME/.cache/edge-yolox-wheels}
+DATA=${EDGE_YOLOX_DATA:-$ROOT/../shared/data}
+HOST_PYTHON=${HOST_PYTHON:-python3}
+DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+SUITE=bookworm
+WHEEL=
+# The runtime dependencies and the NCNN backend, as aarch64 wheels from PyPI.
+REQUIREMENTS="numpy opencv-python-headless pyyaml ncnn"
+
+while [ $# -gt 0 ]; do
+  case $1 in
+    --wheel) WHEEL=$2; shift 2 ;;
+    --suite) SUITE=$2; shift 2 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    *) echo "test-aarch64: unknown argument $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+log() { echo "test-aarch64: $*" >&2; }
+fail() { log "$*"; exit 1; }
+
+# Debian release -> its Python and glibc (the newest manylinux tag its pip would accept).
+case $SUITE in
+  bullseye) PY=3.9 GLIBC_MINOR=31 ;;
+  bookworm) PY=3.11 GLIBC_MINOR=36 ;;
+  trixie) PY=3.13 GLIBC_MINOR=41 ;;
+  *) fail "unknown --suite $SUITE (bullseye, bookworm, trixie)" ;;
+esac
+ROOTFS=$CACHE/rootfs-$SUITE-arm64
+SITE=$CACHE/site-$SUITE-arm64
+
+for tool in qemu-aarch64-static debootstrap dpkg-deb; do
+  command -v "$tool" >/dev/null || fail "$tool not found: apt-get install qemu-user-static debootstrap"
+done
+for file in models/yolox_nano.onnx models/ncnn_yolox_nano/yoloxN.param images/dog.jpg; do
+  [ -f "$DATA/$file" ] || fail "missing test data $DATA/$file (set EDGE_YOLOX_DATA)"
+done
+if [ -z "$WHEEL" ]; then
+  WHEEL=$(ls -t "$ROOT"/wheelhouse/edge_yolox-*-cp${PY/./}-*aarch64*.whl 2>/dev/null | head -1) ||:
+  [ -n "$WHEEL" ] || fail "no cp${PY/./} aarch64 wheel in wheelhouse/: scripts/build-wheels.sh --arch aarch64 --python $PY"
+fi
+
+# Unpack Debian's arm64 Python without running anything: debootstrap's first stage resolves and downloads
+# the packages, dpkg-deb -x unpacks each (maintainer scripts are not needed to run python).
+make_rootfs() {
+  [ -f "$ROOTFS/.edge-yolox-ready" ] && return
+  log "unpacking Debian $SUITE arm64 with python$PY into $ROOTFS"
+  rm -rf "$ROOTFS"
+  debootstrap --foreign --arch=arm64 --variant=minbase --include=python3 "$SUITE" "$ROOTFS" "$DEBIAN_MIRROR" >&2
+  for deb in "$ROOTFS"/var/cache/apt/archives/*.deb; do
+    dpkg-deb -x "$deb" "$ROOTFS"
+  done
+  rm -f "$ROOTFS"/var/cache/apt/archives/*.deb
+  [ -x "$ROOTFS/usr/bin/python$PY" ] || fail "no usr/bin/python$PY in $ROOTFS"
+  touch "$ROOTFS/.edge-yolox-ready"
+}
+
+# pip on the host fetches the target's wheels: every manylinux tag up to the suite's glibc.
+pip_target() {
+  local platforms=() minor
+  for minor in $(seq 17 "$GLIBC_MINOR"); do platforms+=(--platform "manylinux_2_${minor}_aarch64"); done
+  "$HOST_PYTHON" -m pip install -q --upgrade --target "$@" "${platforms[@]}" --platform manylinux2014_aarch64 \
+    --only-binary=:all: --python-version "$PY" --implementation cp
+}
+
+install_dependencies() {
+  [ "$(cat "$SITE/deps/.requirements" 2>/dev/null)" = "$REQUIREMENTS" ] && return
+  log "installing aarch64 wheels of $REQUIREMENTS into $SITE/deps"
+  rm -rf "$SITE/deps"
+  # shellcheck disable=SC2086
+  pip_target "$SITE/deps" $REQUIREMENTS
+  echo "$REQUIREMENTS" >"$SITE/deps/.requirements"
+}
+
+step() {  # step NAME COMMAND...: run and time it
+  local name=$1 start
+  shift
+  start=$(date +%s)
+  "$@"
+  log "$name: $(( $(date +%s) - start )) s"
+}
+
+begin=$(date +%s)
+step "root filesystem" make_rootfs
+step "dependencies" install_dependencies
+rm -rf "$SITE/wheel"
+step "wheel $(basename "$WHEEL")" pip_target "$SITE/wheel" --no-deps "$WHEEL"
+step "recording real outputs on the host" "$HOST_PYTHON" "$ROOT/scripts/cross/check_wheel.py" record \
+  "$CACHE/test/dog-yolox_nano.npz" "$DATA/images/dog.jpg" "$DATA/models/yolox_nano.onnx"
+# qemu -L: the emulated process sees $ROOTFS first (loader, libc, stdlib), the host filesystem for the rest.
+step "emulated check" env -i PATH=/usr/bin:/bin HOME=/tmp LANG=C.UTF-8 PYTHONNOUSERSITE=1 \
+  PYTHONPATH="$SITE/wheel:$SITE/deps:$ROOT/tests" \
+  qemu-aarch64-static -L "$ROOTFS" "$ROOTFS/usr/bin/python$PY" "$ROOT/scripts/cross/check_wheel.py" check \
+  "$CACHE/test/dog-yolox_nano.npz" --cli "$SITE/wheel/bin/edge-yolox" \
+  --ncnn-model "$DATA/models/ncnn_yolox_nano" --image "$DATA/images/dog.jpg"
+log "passed in $(( $(date +%s) - begin )) s"
