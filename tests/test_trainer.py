@@ -104,6 +104,42 @@ def test_unfolding_batchnorm_keeps_eval_output_and_fixes_train_mode():
     assert (train_out - expected).abs().mean() < 0.05 * expected.abs().mean()
 
 
+class LossNet(nn.Module):
+    """tiny_net with the train-mode contract: model(images, targets) -> {"total_loss": ...}."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = tiny_net()
+
+    def forward(self, images, targets=None):
+        out = self.net(images)
+        return out if targets is None else {"total_loss": ((out - targets) ** 2).mean()}
+
+
+def test_balancing_conv_scales_keeps_the_function_and_tames_the_stem():
+    torch.manual_seed(1)
+    model = LossNet()
+    model.net[0].weight.data *= 0.01  # folding divides a conv on 0-255 input by its large BN std
+    for bn in (model.net[1], model.net[4]):
+        bn.weight.data.fill_(1)
+        bn.bias.data.normal_()
+        bn.running_mean.zero_()
+        bn.running_var.fill_(1 - bn.eps)
+    images = torch.rand(8, 3, 16, 16) * 255  # 0-255 input: the first conv's gradient is huge for its norm
+    T.unfold_batchnorm(model, [images])
+    targets = torch.randn(8, 4, 14, 14)
+    before_eval, before_train = model.eval()(images), model.train()(images)
+    stem_norm = model.net[0].weight.norm().item()
+    T.balance_conv_scales(model, images, targets)
+    assert model.net[0].weight.norm().item() > 10 * stem_norm
+    assert torch.allclose(model.eval()(images), before_eval, rtol=1e-4, atol=1e-3)
+    assert torch.allclose(model.train()(images), before_train, rtol=1e-4, atol=1e-3)
+    model.zero_grad()
+    model(images, targets)["total_loss"].backward()
+    ratios = [float(c.weight.grad.norm() / c.weight.detach().norm()) for c in (model.net[0], model.net[3])]
+    assert max(ratios) <= 1.01 * min(ratios)  # the median of two is the lower one: both end up equal
+
+
 def test_cli_reports_a_broken_dataset_in_one_line(tmp_path, capsys):
     (tmp_path / "bad.json").write_text('{"images": [{"id": 1, "file_name": "a.jpg"}], "annotations": '
                                        '[{"id": 9, "image_id": 1, "bbox": [1, 2], "category_id": 1}], '

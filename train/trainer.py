@@ -151,6 +151,16 @@ def bn_is_folded(model: nn.Module) -> bool:
         and torch.allclose(m.running_var, torch.full_like(m.running_var, 1 - m.eps)) for m in bns)
 
 
+def conv_bn_pairs(model: nn.Module) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]]:
+    """(conv, bn) for each BatchNorm fed directly by a convolution (modules registered in forward order)."""
+    pairs, previous = [], None
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d) and isinstance(previous, nn.Conv2d):
+            pairs.append((previous, module))
+        previous = module
+    return pairs
+
+
 @torch.no_grad()
 def unfold_batchnorm(model: nn.Module, batches) -> None:
     """Give folded BN layers real statistics without changing the eval-mode function.
@@ -185,6 +195,39 @@ def unfold_batchnorm(model: nn.Module, batches) -> None:
         m.running_var.copy_(var)
         m.bias.add_(mean.to(m.bias.dtype))
         m.weight.copy_((var + m.eps).sqrt())
+
+
+def balance_conv_scales(model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> None:
+    """Restore weight norms that folding shrank, so SGD steps stay as small as in the original training.
+
+    A conv followed by train-mode BN is scale-invariant: only its weight norm sets the relative size of an SGD
+    step (|g| / |w| shrinks as |w|^-2). Folding divided each conv by its BN's std, most of all the stem, whose
+    input is 0-255: there one step at the fine-tuning lr is several times the weights themselves. Each conv whose
+    relative step exceeds the median layer's is scaled up by k (running mean x k, running var k^2 (v + eps) - eps),
+    which changes neither the train- nor the eval-mode function.
+    """
+    pairs = conv_bn_pairs(model)
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in bns]
+    was_training = model.training
+    model.train()
+    for m in bns:
+        m.momentum = 0.0  # measure gradients without moving the running statistics
+    model.zero_grad(set_to_none=True)
+    model(images, targets)["total_loss"].backward()
+    for m, momentum in zip(bns, momenta):
+        m.momentum = momentum
+    ratios = torch.tensor([float(c.weight.grad.norm() / c.weight.detach().norm()) for c, _ in pairs])
+    target = float(ratios.median())
+    with torch.no_grad():
+        for (conv, bn), ratio in zip(pairs, ratios.tolist()):
+            if ratio > target:
+                k = math.sqrt(ratio / target)
+                conv.weight.mul_(k)
+                bn.running_mean.mul_(k)
+                bn.running_var.copy_(k * k * (bn.running_var + bn.eps) - bn.eps)
+    model.zero_grad(set_to_none=True)
+    model.train(was_training)
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -374,16 +417,16 @@ class Trainer:
 
         load_checkpoint(model, self.cfg.weights)
         if bn_is_folded(model):
-            self.say("the weights have BatchNorm folded; measuring BN statistics on 8 training batches")
-            unfold_batchnorm(model, self.calibration_batches(8))
+            self.say("the weights have BatchNorm folded: measuring BN statistics on up to 8 training batches and "
+                     "restoring conv weight scales")
+            batches = self.calibration_batches(8)
+            unfold_batchnorm(model, (images for images, _ in batches))
+            balance_conv_scales(model, *batches[0])
 
-    def calibration_batches(self, count: int):
+    def calibration_batches(self, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         plain = TrainDataset(self.dataset, self.train_data.size, AugmentConfig(0, 0, 0, 0), self.cfg.seed)
         loader = torch.utils.data.DataLoader(plain, batch_size=min(self.cfg.batch, 16), shuffle=False)
-        for n, (images, _) in enumerate(loader):
-            if n == count:
-                break
-            yield images
+        return [batch for _, batch in zip(range(count), loader)]
 
     def resume(self, path: str) -> None:
         state = load_resume(path)
