@@ -84,9 +84,11 @@ stage_sources() {
 }
 
 build_one() {
-  local arch=$1 version=$2 python stage raw start
+  local arch=$1 version=$2 python include stage raw start
   target_settings "$arch"
   python=$(build_env "$version")
+  # Cross-compiling, CMake's FindPython does not ask the interpreter for its headers: name them.
+  include=$("$python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
   stage=$CACHE/stage/$arch-py$version
   raw=$CACHE/raw/$arch-py$version
   stage_sources "$stage"
@@ -95,9 +97,11 @@ build_one() {
   log "building $arch cp${version/./} in $stage"
   # setup.py forwards EDGE_YOLOX_CMAKE_ARGS to CMake; _PYTHON_HOST_PLATFORM makes the wheel tag the target's.
   # LTO off: zig's LTO is not needed for three files, and on 32-bit ARM it broke C++ exceptions.
-  EDGE_YOLOX_ZIG_TARGET=$ZIG_TARGET EDGE_YOLOX_TARGET_ARCH=$arch _PYTHON_HOST_PLATFORM=$PLATFORM \
-  EDGE_YOLOX_CMAKE_ARGS="-DCMAKE_TOOLCHAIN_FILE=$ROOT/scripts/cross/zig-toolchain.cmake \
--DEDGE_YOLOX_TARGET_SOABI=cpython-${version/./}-$SOABI_TAIL -DCMAKE_INTERPROCEDURAL_OPTIMIZATION=OFF" \
+  # The build venv's bin first: its cmake and ninja.
+  PATH=$(dirname "$python"):$PATH EDGE_YOLOX_ZIG_TARGET=$ZIG_TARGET EDGE_YOLOX_TARGET_ARCH=$arch \
+  _PYTHON_HOST_PLATFORM=$PLATFORM EDGE_YOLOX_CMAKE_ARGS="-DCMAKE_TOOLCHAIN_FILE=$ROOT/scripts/cross/zig-toolchain.cmake \
+-DPython_INCLUDE_DIR=$include -DEDGE_YOLOX_TARGET_SOABI=cpython-${version/./}-$SOABI_TAIL \
+-DCMAKE_INTERPROCEDURAL_OPTIMIZATION=OFF" \
     "$python" -m pip wheel -q --no-deps --no-build-isolation -w "$raw" "$stage" >&2
   auditwheel repair -w "$OUT" "$raw"/*.whl >&2
   log "$arch cp${version/./} done in $(( $(date +%s) - start )) s"

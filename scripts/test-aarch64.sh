@@ -8,13 +8,13 @@
 #   --suite   the Debian release whose Python runs the test: bullseye 3.9, bookworm 3.11 (default), trixie 3.13
 # Needs (Debian): debootstrap qemu-user-static, root (debootstrap), network to Debian and PyPI the first time.
 # Environment: EDGE_YOLOX_WHEEL_CACHE (default ~/.cache/edge-yolox-wheels) keeps the root filesystem and the
-# aarch64 dependencies; EDGE_YOLOX_DATA (default ../shared/data) the real models and images; HOST_PYTHON
+# aarch64 dependencies; EDGE_YOLOX_SHARED_DATA (default ../shared/data) the real models and images; HOST_PYTHON
 # (default python3) a host Python with edge_yolox, onnxruntime and opencv to record the model outputs.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CACHE=${EDGE_YOLOX_WHEEL_CACHE:-$HOME/.cache/edge-yolox-wheels}
-DATA=${EDGE_YOLOX_DATA:-$ROOT/../shared/data}
+DATA=${EDGE_YOLOX_SHARED_DATA:-$ROOT/../shared/data}
 HOST_PYTHON=${HOST_PYTHON:-python3}
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SUITE=bookworm
@@ -48,7 +48,7 @@ for tool in qemu-aarch64-static debootstrap dpkg-deb; do
   command -v "$tool" >/dev/null || fail "$tool not found: apt-get install qemu-user-static debootstrap"
 done
 for file in models/yolox_nano.onnx models/ncnn_yolox_nano/yoloxN.param images/dog.jpg; do
-  [ -f "$DATA/$file" ] || fail "missing test data $DATA/$file (set EDGE_YOLOX_DATA)"
+  [ -f "$DATA/$file" ] || fail "missing test data $DATA/$file (set EDGE_YOLOX_SHARED_DATA)"
 done
 if [ -z "$WHEEL" ]; then
   WHEEL=$(ls -t "$ROOT"/wheelhouse/edge_yolox-*-cp${PY/./}-*aarch64*.whl 2>/dev/null | head -1) ||:

@@ -59,7 +59,7 @@ def check_core(arch: str) -> None:
 
     core = sys.modules["edge_yolox._core"]  # loaded by the import above
     print(f"python {platform.python_version()} on {platform.machine()}, edge_yolox {edge_yolox.__version__}, "
-          f"core {Path(core.__file__).name}")
+          f"core {core.__file__}")
     if platform.machine() != arch or arch not in Path(core.__file__).name:
         sys.exit(f"FAIL: expected the {arch} core under an {arch} Python, got {core.__file__} "
                  f"on {platform.machine()}")
