@@ -1,0 +1,224 @@
+"""YOLOX: CSPDarknet backbone, PAFPN neck and the decoupled head, built as the official exps define them.
+
+Module names mirror the official code, so `model.state_dict()` has the official keys and shapes
+(`backbone.backbone.stem.conv.conv.weight`, ..., `head.cls_preds.0.bias`) and official checkpoints load
+with strict=True.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from edge_yolox.errors import ConfigError
+
+from .blocks import BaseConv, CSPLayer, Focus, SPPBottleneck, conv_type
+
+STRIDES = (8, 16, 32)
+IN_CHANNELS = (256, 512, 1024)  # of dark3/4/5 at width 1.0
+PRIOR_PROB = 0.01
+
+
+@dataclass(frozen=True)
+class Variant:
+    depth: float
+    width: float
+    depthwise: bool = False
+    input_size: int = 640  # the official test size
+
+
+VARIANTS: dict[str, Variant] = {
+    "nano": Variant(0.33, 0.25, True, 416),
+    "tiny": Variant(0.33, 0.375, False, 416),
+    "s": Variant(0.33, 0.50),
+    "m": Variant(0.67, 0.75),
+    "l": Variant(1.0, 1.0),
+    "x": Variant(1.33, 1.25),
+}
+
+
+class CSPDarknet(nn.Module):
+    """Focus stem and four stages (dark2..dark5, the last with SPP); returns dark3, dark4, dark5."""
+
+    def __init__(self, depth: float, width: float, depthwise: bool = False):
+        super().__init__()
+        Conv = conv_type(depthwise)
+        c = int(width * 64)
+        n = max(round(depth * 3), 1)
+        self.stem = Focus(3, c, ksize=3)
+        self.dark2 = nn.Sequential(Conv(c, c * 2, 3, 2), CSPLayer(c * 2, c * 2, n, depthwise=depthwise))
+        self.dark3 = nn.Sequential(Conv(c * 2, c * 4, 3, 2), CSPLayer(c * 4, c * 4, n * 3, depthwise=depthwise))
+        self.dark4 = nn.Sequential(Conv(c * 4, c * 8, 3, 2), CSPLayer(c * 8, c * 8, n * 3, depthwise=depthwise))
+        self.dark5 = nn.Sequential(Conv(c * 8, c * 16, 3, 2), SPPBottleneck(c * 16, c * 16),
+                                   CSPLayer(c * 16, c * 16, n, shortcut=False, depthwise=depthwise))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        c3 = self.dark3(self.dark2(self.stem(x)))
+        c4 = self.dark4(c3)
+        return c3, c4, self.dark5(c4)
+
+
+class PAFPN(nn.Module):
+    """Top-down then bottom-up path aggregation over dark3/4/5 (the official YOLOPAFPN)."""
+
+    def __init__(self, depth: float, width: float, depthwise: bool = False):
+        super().__init__()
+        Conv = conv_type(depthwise)
+        c3, c4, c5 = (int(c * width) for c in IN_CHANNELS)
+        n = round(3 * depth)
+        self.backbone = CSPDarknet(depth, width, depthwise)
+        self.upsample = nn.Upsample(scale_factor=2, mode="nearest")
+        self.lateral_conv0 = BaseConv(c5, c4, 1)
+        self.C3_p4 = CSPLayer(2 * c4, c4, n, False, depthwise)
+        self.reduce_conv1 = BaseConv(c4, c3, 1)
+        self.C3_p3 = CSPLayer(2 * c3, c3, n, False, depthwise)
+        self.bu_conv2 = Conv(c3, c3, 3, 2)
+        self.C3_n3 = CSPLayer(2 * c3, c4, n, False, depthwise)
+        self.bu_conv1 = Conv(c4, c4, 3, 2)
+        self.C3_n4 = CSPLayer(2 * c4, c5, n, False, depthwise)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x3, x4, x5 = self.backbone(x)
+        top5 = self.lateral_conv0(x5)
+        p4 = self.C3_p4(torch.cat((self.upsample(top5), x4), 1))
+        top4 = self.reduce_conv1(p4)
+        out3 = self.C3_p3(torch.cat((self.upsample(top4), x3), 1))
+        out4 = self.C3_n3(torch.cat((self.bu_conv2(out3), top4), 1))
+        out5 = self.C3_n4(torch.cat((self.bu_conv1(out4), top5), 1))
+        return out3, out4, out5
+
+
+class YOLOXHead(nn.Module):
+    """Decoupled head per stride: 1×1 stem, then a class branch and a regression branch of two 3×3 convs each;
+    objectness is predicted from the regression branch.
+
+    Outputs, by mode:
+    - eval: [B, N, 5+C] rows (cx, cy, w, h in input pixels, obj, cls...) with sigmoided scores, anchors stride by
+      stride, row-major (undecoded boxes when `decode_in_inference` is False, like the official ONNX export);
+    - `split_outputs(features)`: [reg, obj, cls] per stride, NCHW, reg raw, obj/cls sigmoided (for export);
+    - train with targets: the loss dict of `edge_yolox.train.losses.yolox_loss`, called as
+      `yolox_loss(outputs, strides, targets, use_l1, assign_mode=...)` with `outputs` the raw per-stride maps
+      [B, 5+C, H, W] and `targets` [B, max_labels, 5] = (class, cx, cy, w, h) in input pixels, zero rows padding;
+    - train without targets: the raw per-stride maps [B, 5+C, H, W].
+    """
+
+    def __init__(self, num_classes: int, width: float = 1.0, depthwise: bool = False,
+                 strides: Sequence[int] = STRIDES):
+        super().__init__()
+        Conv = conv_type(depthwise)
+        hidden = int(256 * width)
+        self.num_classes = num_classes
+        self.strides = tuple(strides)
+        self.decode_in_inference = True
+        self.use_l1 = False  # the trainer switches it on for the no-augmentation tail
+        self.assign_mode = "center"  # SimOTA variant; "legacy" = YOLOX 0.1.1
+        self.cls_convs = nn.ModuleList(nn.Sequential(Conv(hidden, hidden, 3), Conv(hidden, hidden, 3))
+                                       for _ in strides)
+        self.reg_convs = nn.ModuleList(nn.Sequential(Conv(hidden, hidden, 3), Conv(hidden, hidden, 3))
+                                       for _ in strides)
+        self.cls_preds = nn.ModuleList(nn.Conv2d(hidden, num_classes, 1) for _ in strides)
+        self.reg_preds = nn.ModuleList(nn.Conv2d(hidden, 4, 1) for _ in strides)
+        self.obj_preds = nn.ModuleList(nn.Conv2d(hidden, 1, 1) for _ in strides)
+        self.stems = nn.ModuleList(BaseConv(int(c * width), hidden, 1) for c in IN_CHANNELS)
+        self.initialize_biases(PRIOR_PROB)
+
+    def initialize_biases(self, prior_prob: float) -> None:
+        """Score biases so that every anchor starts at probability `prior_prob` (stable early training)."""
+        for conv in (*self.cls_preds, *self.obj_preds):
+            nn.init.constant_(conv.bias, -math.log((1 - prior_prob) / prior_prob))
+
+    def reset_classes(self, num_classes: int) -> None:
+        """New class prediction layers (fresh init, prior bias); everything else is kept."""
+        device, dtype = self.cls_preds[0].weight.device, self.cls_preds[0].weight.dtype
+        self.num_classes = num_classes
+        self.cls_preds = nn.ModuleList(nn.Conv2d(p.in_channels, num_classes, 1) for p in self.cls_preds)
+        self.cls_preds.to(device, dtype)
+        for conv in self.cls_preds:
+            nn.init.constant_(conv.bias, -math.log((1 - PRIOR_PROB) / PRIOR_PROB))
+
+    def level_logits(self, features: Sequence[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """(reg, obj logit, cls logits) per stride, each [B, ch, H, W]."""
+        levels = []
+        for k, x in enumerate(features):
+            x = self.stems[k](x)
+            reg_feature = self.reg_convs[k](x)
+            levels.append((self.reg_preds[k](reg_feature), self.obj_preds[k](reg_feature),
+                           self.cls_preds[k](self.cls_convs[k](x))))
+        return levels
+
+    def split_outputs(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """[reg8, obj8, cls8, reg16, ...]: reg raw, obj/cls sigmoided — the export layout."""
+        return [t for reg, obj, cls in self.level_logits(features) for t in (reg, obj.sigmoid(), cls.sigmoid())]
+
+    def forward(self, features: Sequence[torch.Tensor], targets: torch.Tensor | None = None):
+        levels = self.level_logits(features)
+        if self.training:
+            raw = [torch.cat(level, 1) for level in levels]
+            if targets is None:
+                return raw
+            from ..losses import yolox_loss  # the training side; only needed for training
+
+            return yolox_loss(raw, self.strides, targets, self.use_l1, assign_mode=self.assign_mode)
+        maps = [torch.cat((reg, obj.sigmoid(), cls.sigmoid()), 1) for reg, obj, cls in levels]
+        flat = torch.cat([m.flatten(2) for m in maps], 2).transpose(1, 2)
+        return self.decode(flat, [m.shape[-2:] for m in maps]) if self.decode_in_inference else flat
+
+    def decode(self, flat: torch.Tensor, grid_sizes: Sequence[torch.Size]) -> torch.Tensor:
+        """Raw (tx, ty, tw, th) -> (cx, cy, w, h) in input pixels: xy = (t + grid)·s, wh = exp(t)·s."""
+        grids, strides = [], []
+        for (h, w), stride in zip(grid_sizes, self.strides):
+            ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+            grids.append(torch.stack((xs, ys), -1).reshape(-1, 2))
+            strides.append(torch.full((h * w, 1), float(stride)))
+        grid = torch.cat(grids).to(flat)
+        stride = torch.cat(strides).to(flat)
+        return torch.cat(((flat[..., :2] + grid) * stride, flat[..., 2:4].exp() * stride, flat[..., 4:]), -1)
+
+
+class YOLOX(nn.Module):
+    """`model(images)` in eval mode: decoded [B, N, 5+C]; `model(images, targets)` in train mode: the loss dict.
+    Images are float [B, 3, H, W], BGR 0-255 (no normalisation), H and W multiples of 32."""
+
+    def __init__(self, backbone: PAFPN, head: YOLOXHead):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def forward(self, x: torch.Tensor, targets: torch.Tensor | None = None):
+        return self.head(self.backbone(x), targets)
+
+
+def build_model(name: str, num_classes: int = 80) -> YOLOX:
+    """The YOLOX variant `name` (nano, tiny, s, m, l, x) as the official exps/default build it."""
+    variant = VARIANTS.get(name)
+    if variant is None:
+        raise ConfigError(f"unknown YOLOX variant {name!r}; choose one of {', '.join(VARIANTS)}")
+    if num_classes < 1:
+        raise ConfigError(f"num_classes must be at least 1, got {num_classes}")
+    return YOLOX(PAFPN(variant.depth, variant.width, variant.depthwise),
+                 YOLOXHead(num_classes, variant.width, variant.depthwise))
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_flops(model: nn.Module, size: int | tuple[int, int]) -> int:
+    """FLOPs (2 per multiply-add, convolutions and matmuls) of one eval-mode forward pass at `size`; the measure
+    the YOLOX paper's GFLOPs column uses."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    h, w = (size, size) if isinstance(size, int) else size
+    param = next(model.parameters())
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(torch.zeros(1, 3, h, w, dtype=param.dtype, device=param.device))
+    finally:
+        model.train(was_training)
+    return counter.get_total_flops()
