@@ -1,0 +1,442 @@
+"""Detections, status and stats to an MQTT broker (paho-mqtt 2.x), built to survive broker outages.
+
+Topics: `<prefix>/<device>/detections` (the frame record of DESIGN.md as JSON), `<prefix>/<device>/status`
+(`online` retained on every connect, `offline` retained as the last will and on a clean stop) and
+`<prefix>/<device>/stats` (the runtime's periodic stats plus this sink's counters).
+
+Delivery: `write` only appends to a bounded queue (the oldest message is dropped and counted when it is
+full). A publisher thread hands messages to paho while connected, at most WINDOW at a time, and a message
+leaves this sink only when the broker acknowledged it (PUBACK/PUBCOMP; for QoS 0 when it was written to
+the socket). Across a disconnect paho re-sends the unacknowledged window with the same message ids and we
+keep our copies until those acks arrive, so with QoS >= 1 nothing is lost while the queue has room. On
+shutdown what is still unacknowledged is written to the `spill` file and queued again at the next start.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import ssl
+import threading
+import time
+from collections import Counter, deque
+from pathlib import Path
+from typing import Any, NamedTuple, Optional
+from urllib.parse import urlsplit
+
+import numpy as np
+
+from edge_yolox.errors import ConfigError
+from edge_yolox.sinks import Sink, SinkContext, options
+
+NAME = "mqtt"
+WINDOW = 20  # messages handed to paho and not yet acknowledged (mosquitto's default max_inflight_messages)
+DETECTION_MODES = ("all", "nonempty", "change")
+DEFAULTS: dict[str, Any] = {
+    "url": "",  # mqtt://[user@]host[:port]/prefix or mqtts://...
+    "username": "",  # instead of user@ in the URL
+    "password_file": "",  # read at start; $VARS are expanded (systemd: ${CREDENTIALS_DIRECTORY}/mqtt-password)
+    "password_env": "EDGE_YOLOX_MQTT_PASSWORD",  # used when no password_file is given
+    "client_id": "",  # default edge-yolox-<device>: stable, so the broker sees one client per device
+    "qos": 1,
+    "retain": False,  # retain the last detections message
+    "ca_file": "", "cert_file": "", "key_file": "",  # TLS: CA bundle (default: the system's), client cert/key
+    "insecure": False,  # TLS without verifying the broker's certificate (self-signed test setups only)
+    "detections": "all",  # all | nonempty (only frames with detections) | change (label counts changed)
+    "max_rate": 0.0,  # at most this many detection messages per second (0: no limit)
+    "queue_size": 1000,
+    "spill": "",  # file the unsent queue is saved to at shutdown and restored from at start
+    "flush_timeout_s": 2.0,  # at shutdown, wait this long for the queue to drain while connected
+    "keepalive_s": 30,
+    "reconnect_min_s": 0.5,
+    "reconnect_max_s": 30.0,
+    "homeassistant": False,  # publish Home Assistant MQTT discovery: a count sensor per label, fps
+    "homeassistant_prefix": "homeassistant",
+    "homeassistant_labels": [],  # default: person (when the model has it), else the first class
+}
+log = logging.getLogger(__name__)
+
+
+class Message(NamedTuple):
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+
+
+# ---- configuration
+
+
+def add_arguments(parser) -> None:
+    g = parser.add_argument_group("MQTT output")
+    g.add_argument("--mqtt", metavar="URL", help="publish to mqtt://[user@]host[:port]/prefix (mqtts:// for TLS)")
+    g.add_argument("--mqtt-password-file", metavar="PATH", help="file holding the MQTT password")
+    g.add_argument("--mqtt-password-env", metavar="VAR",
+                   help="environment variable holding the MQTT password (default EDGE_YOLOX_MQTT_PASSWORD)")
+    g.add_argument("--mqtt-qos", type=int, choices=(0, 1, 2), help="QoS of all messages (default 1)")
+    g.add_argument("--mqtt-ca", metavar="FILE", help="CA certificate(s) to verify the broker (mqtts)")
+    g.add_argument("--mqtt-cert", metavar="FILE", help="client certificate (mqtts)")
+    g.add_argument("--mqtt-key", metavar="FILE", help="client key (mqtts)")
+    g.add_argument("--mqtt-insecure", action="store_true", default=None,
+                   help="do not verify the broker certificate (self-signed test setups only)")
+    g.add_argument("--mqtt-detections", choices=DETECTION_MODES,
+                   help="which frames to publish: all (default), nonempty, change")
+    g.add_argument("--mqtt-max-rate", type=float, metavar="HZ", help="at most HZ detection messages per second")
+    g.add_argument("--mqtt-queue", type=int, metavar="N", help="messages kept during a broker outage (1000)")
+    g.add_argument("--mqtt-spill", metavar="PATH", help="save unsent messages here at shutdown, resend at start")
+    g.add_argument("--mqtt-client-id", metavar="ID", help="MQTT client id (default edge-yolox-<device>)")
+    g.add_argument("--mqtt-homeassistant", action="store_true", default=None,
+                   help="publish Home Assistant MQTT discovery (count sensors per label)")
+
+
+FLAGS = {"mqtt": "url", "mqtt_password_file": "password_file", "mqtt_password_env": "password_env",
+         "mqtt_qos": "qos", "mqtt_ca": "ca_file", "mqtt_cert": "cert_file", "mqtt_key": "key_file",
+         "mqtt_insecure": "insecure", "mqtt_detections": "detections", "mqtt_max_rate": "max_rate",
+         "mqtt_queue": "queue_size", "mqtt_spill": "spill", "mqtt_client_id": "client_id",
+         "mqtt_homeassistant": "homeassistant"}
+
+
+def section_from_args(args) -> Optional[dict]:
+    section = {key: getattr(args, flag) for flag, key in FLAGS.items() if getattr(args, flag, None) is not None}
+    return section or None
+
+
+def _fail(key: str, value: Any, allowed: str) -> ConfigError:
+    return ConfigError(f"outputs.{NAME}.{key}: invalid value {value!r}; allowed: {allowed}")
+
+
+def _topic_level(text: str) -> str:
+    """`text` usable as one topic level (no wildcards or separators)."""
+    return "".join("_" if c in "/+#\0" else c for c in text) or "_"
+
+
+def _readable(opts: dict, key: str) -> Optional[str]:
+    if not opts[key]:
+        return None
+    path = Path(os.path.expandvars(opts[key])).expanduser()
+    if not os.access(path, os.R_OK):
+        raise ConfigError(f"outputs.{NAME}.{key}: cannot read {path}")
+    return str(path)
+
+
+def read_password(opts: dict) -> Optional[str]:
+    """From `password_file`, else from the `password_env` variable; never from the URL or argv."""
+    path = _readable(opts, "password_file")
+    if path:
+        return Path(path).read_text().rstrip("\r\n")
+    return os.environ.get(opts["password_env"]) if opts["password_env"] else None
+
+
+class Settings(NamedTuple):
+    host: str
+    port: int
+    tls: bool
+    username: Optional[str]
+    prefix: str
+
+
+def parse_url(url: str, username: str = "") -> Settings:
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        raise _fail("url", url, "mqtt://[user@]host[:port]/prefix or mqtts://...")
+    if parts.password is not None:
+        raise ConfigError(f"outputs.{NAME}.url: a password in the URL would show in `ps` and logs; "
+                          f"use password_file (--mqtt-password-file) or password_env")
+    try:
+        port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+    except ValueError:
+        raise _fail("url", url, "a port 1-65535") from None
+    prefix = parts.path.strip("/") or "edge-yolox"
+    if any(c in prefix for c in "+#\0"):
+        raise _fail("url", url, "a topic prefix without + # characters")
+    return Settings(parts.hostname, port, parts.scheme == "mqtts", parts.username or username or None, prefix)
+
+
+def from_config(section: dict, ctx: SinkContext) -> MqttSink:
+    opts = options(section, NAME, DEFAULTS)
+    if not opts["url"]:
+        raise ConfigError(f"outputs.{NAME}.url: required (mqtt://[user@]host[:port]/prefix)")
+    settings = parse_url(opts["url"], opts["username"])
+    if opts["qos"] not in (0, 1, 2):
+        raise _fail("qos", opts["qos"], "0, 1, 2")
+    if opts["detections"] not in DETECTION_MODES:
+        raise _fail("detections", opts["detections"], ", ".join(DETECTION_MODES))
+    for key in ("queue_size", "keepalive_s"):
+        if opts[key] < 1:
+            raise _fail(key, opts[key], ">= 1")
+    if opts["max_rate"] < 0 or opts["flush_timeout_s"] < 0:
+        raise _fail("max_rate" if opts["max_rate"] < 0 else "flush_timeout_s", -1, ">= 0")
+    if not 0 < opts["reconnect_min_s"] <= opts["reconnect_max_s"]:
+        raise ConfigError(f"outputs.{NAME}.reconnect_min_s: must be > 0 and <= reconnect_max_s")
+    spill = Path(os.path.expandvars(opts["spill"])).expanduser() if opts["spill"] else None
+    if spill is not None and not os.access(spill.parent, os.W_OK):
+        raise ConfigError(f"outputs.{NAME}.spill: cannot write in {spill.parent}")
+    labels = list(opts["homeassistant_labels"]) or \
+        (["person"] if "person" in ctx.class_names else list(ctx.class_names[:1]))
+    unknown = [label for label in labels if ctx.class_names and label not in ctx.class_names]
+    if opts["homeassistant"] and unknown:
+        raise _fail("homeassistant_labels", unknown[0], "labels of the model")
+    password = read_password(opts) if settings.username else None
+    return MqttSink(settings, opts, ctx, password, spill, labels)
+
+
+# ---- the sink
+
+
+class MqttSink(Sink):
+    def __init__(self, settings: Settings, opts: dict, ctx: SinkContext, password: Optional[str],
+                 spill: Optional[Path], ha_labels: list[str]):
+        import paho.mqtt.client as mqtt  # imported here: the runtime starts without paho unless --mqtt is used
+
+        self.settings, self.opts, self.ctx, self.spill, self.ha_labels = settings, opts, ctx, spill, ha_labels
+        device = _topic_level(ctx.device)
+        base = f"{settings.prefix}/{device}"
+        self.topics = {kind: f"{base}/{kind}" for kind in ("detections", "status", "stats")}
+        self.qos, self.retain = int(opts["qos"]), bool(opts["retain"])
+        self.min_interval = 1.0 / opts["max_rate"] if opts["max_rate"] else 0.0
+        self.last_published = -float("inf")
+        self.last_labels: Optional[Counter] = None
+
+        self.cond = threading.Condition()
+        self.queue: deque[Message] = deque()
+        self.inflight: dict[int, Message] = {}  # mid -> message handed to paho, not yet acknowledged
+        self.early: set[int] = set()  # acks that arrived before publish() returned the mid
+        self.direct: set[int] = set()  # our own status/discovery messages, outside the queue
+        self.connected = False
+        self.outage_logged = False
+        self.stopping = False
+        self.counters = {"published": 0, "dropped": 0, "connects": 0, "restored": 0}
+        self._restore()
+
+        client_id = opts["client_id"] or f"edge-yolox-{device}"
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311,
+                                  clean_session=True)
+        self.client.suppress_exceptions = True  # a bug in a callback is logged by paho, never kills its loop
+        self.client.max_inflight_messages_set(WINDOW)
+        self.client.reconnect_delay_set(opts["reconnect_min_s"], opts["reconnect_max_s"])
+        self.client.will_set(self.topics["status"], "offline", qos=1, retain=True)
+        if settings.username:
+            self.client.username_pw_set(settings.username, password)
+        if settings.tls:
+            self._set_tls()
+        self.client.on_connect = self._on_connect
+        self.client.on_connect_fail = self._on_connect_fail
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_publish = self._on_publish
+        self.client.connect_async(settings.host, settings.port, keepalive=int(opts["keepalive_s"]))
+        self.client.loop_start()  # paho's network thread: connects, reconnects with backoff, reads acks
+        self.thread = threading.Thread(target=self._publisher, name="mqtt-publisher", daemon=True)
+        self.thread.start()
+        log.info("mqtt: publishing to %s://%s:%d/%s as %s", "mqtts" if settings.tls else "mqtt", settings.host,
+                 settings.port, base, client_id)
+
+    def _set_tls(self) -> None:
+        o = self.opts
+        try:
+            self.client.tls_set(ca_certs=_readable(o, "ca_file"), certfile=_readable(o, "cert_file"),
+                                keyfile=_readable(o, "key_file"),
+                                cert_reqs=ssl.CERT_NONE if o["insecure"] else ssl.CERT_REQUIRED)
+        except (ssl.SSLError, ValueError, OSError) as exc:
+            raise ConfigError(f"outputs.{NAME}: TLS setup failed for ca_file/cert_file/key_file ({exc})") from None
+        self.client.tls_insecure_set(bool(o["insecure"]))
+
+    # ---- inference thread: filter, serialise, queue
+
+    def write(self, record: dict[str, Any], frame: Optional[np.ndarray] = None) -> None:
+        detections = record.get("detections", [])
+        mode = self.opts["detections"]
+        if mode == "nonempty" and not detections:
+            return
+        labels = Counter(d["label"] for d in detections) if mode == "change" else None
+        if labels is not None and labels == self.last_labels:
+            return
+        now = time.monotonic()
+        if now - self.last_published < self.min_interval:
+            return
+        self.last_published, self.last_labels = now, labels
+        self._put(Message(self.topics["detections"], _json(record), self.qos, self.retain))
+
+    def stats(self, stats: dict[str, Any]) -> None:
+        stats.setdefault("outputs", {})[NAME] = self.health()  # also seen by the sinks after this one
+        self._put(Message(self.topics["stats"], _json(stats), self.qos, False))
+
+    def health(self) -> dict[str, Any]:
+        with self.cond:
+            return {**self.counters, "connected": self.connected, "queued": len(self.queue) + len(self.inflight)}
+
+    def _put(self, message: Message) -> None:
+        with self.cond:
+            if len(self.queue) >= self.opts["queue_size"]:
+                self.queue.popleft()
+                self.counters["dropped"] += 1
+            self.queue.append(message)
+            self.cond.notify_all()
+
+    # ---- publisher thread
+
+    def _publisher(self) -> None:
+        from paho.mqtt.client import MQTT_ERR_NO_CONN, MQTT_ERR_SUCCESS
+
+        while True:
+            with self.cond:
+                while not self.stopping and not (self.connected and self.queue and len(self.inflight) < WINDOW):
+                    self.cond.wait()
+                if self.stopping:
+                    return
+                message = self.queue.popleft()
+            info = self.client.publish(*message)  # never under our lock: paho calls on_publish under its own
+            with self.cond:
+                if info.rc == MQTT_ERR_SUCCESS or (info.rc == MQTT_ERR_NO_CONN and message.qos > 0):
+                    # Taken by paho (a QoS>0 message published while disconnected is sent on reconnect).
+                    if info.mid in self.early:
+                        self.early.discard(info.mid)
+                        self.counters["published"] += 1
+                    else:
+                        self.inflight[info.mid] = message
+                elif info.rc == MQTT_ERR_NO_CONN:
+                    self.queue.appendleft(message)  # QoS 0 refused: paho saw the disconnect before we did
+                    self.cond.wait(0.1)
+                else:
+                    log.error("mqtt: publish to %s refused (%s); message dropped", message.topic, info.rc)
+                    self.counters["dropped"] += 1
+
+    # ---- paho network thread callbacks
+
+    def _on_connect(self, client, userdata, flags, reason, properties) -> None:
+        if reason.is_failure:
+            if not self.outage_logged:
+                log.warning("mqtt: broker %s:%d refused the connection: %s", self.settings.host, self.settings.port,
+                            reason)
+                self.outage_logged = True
+            return
+        log.info("mqtt: connected to %s:%d", self.settings.host, self.settings.port)
+        own = [client.publish(self.topics["status"], "online", qos=1, retain=True).mid]
+        if self.opts["homeassistant"]:
+            own += [client.publish(topic, payload, qos=1, retain=True).mid for topic, payload in self._discovery()]
+        with self.cond:
+            self.direct.update(own)
+            self.connected, self.outage_logged = True, False
+            self.counters["connects"] += 1
+            self.cond.notify_all()
+
+    def _on_connect_fail(self, client, userdata) -> None:
+        if not self.outage_logged:
+            log.warning("mqtt: cannot reach broker %s:%d; queueing, retrying with backoff", self.settings.host,
+                        self.settings.port)
+            self.outage_logged = True
+
+    def _on_disconnect(self, client, userdata, flags, reason, properties) -> None:
+        with self.cond:
+            was_connected, self.connected = self.connected, False
+            # paho forgets unsent QoS 0 packets on reconnect (QoS>0 it re-sends itself): queue them again.
+            lost = [mid for mid, m in self.inflight.items() if m.qos == 0]
+            self.queue.extendleft(reversed([self.inflight.pop(mid) for mid in lost]))
+            queued = len(self.queue) + len(self.inflight)
+        if was_connected and not self.stopping:
+            log.warning("mqtt: connection lost (%s); %d messages queued, reconnecting", reason, queued)
+            self.outage_logged = True
+
+    def _on_publish(self, client, userdata, mid, reason, properties) -> None:
+        with self.cond:
+            if mid in self.direct:
+                self.direct.discard(mid)
+            elif self.inflight.pop(mid, None) is not None:
+                self.counters["published"] += 1
+            else:
+                self.early.add(mid)
+            self.cond.notify_all()
+
+    def _discovery(self) -> list[tuple[str, bytes]]:
+        """Home Assistant MQTT discovery: one count sensor per label and an fps sensor, tied to our status."""
+        from edge_yolox import __version__
+
+        device_id = f"edge_yolox_{_topic_level(self.ctx.device)}"
+        device = {"identifiers": [device_id], "name": f"edge-yolox {self.ctx.device}", "manufacturer": "edge-yolox",
+                  "model": f"{self.ctx.model} on {self.ctx.board}", "sw_version": __version__}
+        common = {"availability_topic": self.topics["status"], "payload_available": "online",
+                  "payload_not_available": "offline", "state_class": "measurement", "device": device}
+        count = "{{ value_json.detections | selectattr('label', 'equalto', LABEL) | list | count }}"
+        sensors = {f"{_slug(label)}_count": {"name": f"{label} count", "state_topic": self.topics["detections"],
+                                             "value_template": count.replace("LABEL", json.dumps(label))}
+                   for label in self.ha_labels}
+        sensors["fps"] = {"name": "fps", "state_topic": self.topics["stats"], "unit_of_measurement": "fps",
+                          "value_template": "{{ value_json.fps }}"}
+        prefix = self.opts["homeassistant_prefix"]
+        return [(f"{prefix}/sensor/{device_id}/{key}/config",
+                 _json({**common, **config, "unique_id": f"{device_id}_{key}"})) for key, config in sensors.items()]
+
+    # ---- shutdown and the spill file
+
+    def close(self) -> None:
+        deadline = time.monotonic() + self.opts["flush_timeout_s"]
+        with self.cond:
+            # Drain while connected or still making the first connection; not when the broker is known down.
+            while (self.queue or self.inflight) and (self.connected or not self.outage_logged) \
+                    and time.monotonic() < deadline:
+                self.cond.wait(0.05)
+            self.stopping = True
+            self.cond.notify_all()
+        self.thread.join(timeout=2)
+        if self.connected:
+            info = self.client.publish(self.topics["status"], "offline", qos=1, retain=True)
+            try:
+                info.wait_for_publish(timeout=1.0)
+            except (RuntimeError, ValueError) as exc:  # the broker went away just now: the last will covers it
+                log.debug("mqtt: offline status not confirmed: %s", exc)
+        self.client.disconnect()
+        # loop_stop joins paho's thread, which may sit in a connect() to a dead host for its timeout:
+        # bound the wait so a shutdown during an outage still ends well within systemd's watchdog.
+        stopper = threading.Thread(target=self.client.loop_stop, daemon=True)
+        stopper.start()
+        stopper.join(timeout=3)
+        with self.cond:
+            unsent = list(self.inflight.values()) + list(self.queue)
+        self._save(unsent)
+
+    def _save(self, unsent: list[Message]) -> None:
+        if not unsent:
+            if self.spill is not None:
+                self.spill.unlink(missing_ok=True)
+            return
+        if self.spill is None:
+            log.warning("mqtt: %d messages not delivered at shutdown (set outputs.mqtt.spill to keep them)",
+                        len(unsent))
+            return
+        tmp = self.spill.with_name(self.spill.name + ".tmp")
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                for m in unsent:
+                    f.write(json.dumps({"topic": m.topic, "payload": m.payload.decode(), "qos": m.qos,
+                                        "retain": m.retain}, separators=(",", ":")) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.spill)  # atomic: a crash mid-write never leaves half a spill file
+            log.info("mqtt: %d undelivered messages saved to %s", len(unsent), self.spill)
+        except OSError as exc:
+            log.error("mqtt: cannot save %d undelivered messages to %s (%s)", len(unsent), self.spill, exc)
+
+    def _restore(self) -> None:
+        if self.spill is None or not self.spill.exists():
+            return
+        bad = 0
+        with open(self.spill, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                try:
+                    m = json.loads(line)
+                    self._put(Message(str(m["topic"]), str(m["payload"]).encode(), int(m["qos"]), bool(m["retain"])))
+                    self.counters["restored"] += 1
+                except (ValueError, KeyError, TypeError):
+                    bad += 1
+        if bad:
+            log.warning("mqtt: %s: %d damaged lines skipped", self.spill, bad)
+        log.info("mqtt: %d messages restored from %s", self.counters["restored"], self.spill)
+        self.spill.unlink()
+
+
+def _json(data: dict[str, Any]) -> bytes:
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+def _slug(label: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in label.lower())
