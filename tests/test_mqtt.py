@@ -120,7 +120,7 @@ def test_runtime_publishes_the_documented_payload(broker, subscriber):
     assert PASSWORD not in seen_argv and PASSWORD not in err and PASSWORD not in out
 
 
-def test_broker_killed_for_10s_loses_no_qos1_message(broker, subscriber):
+def test_broker_outage_of_10s_loses_no_qos1_message(broker, subscriber):
     proc = runtime(broker, "--source", "synthetic", "--model", str(onnx_model()), "--stats-interval", "2")
     try:
         assert subscriber.wait_for(lambda m: len(frames_of(subscriber)) >= 10, timeout=60)
