@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Union
+from typing import Callable, Optional, Union
 
 import numpy as np
 import torch
@@ -81,6 +81,13 @@ def state_dict_of(checkpoint: Mapping, source: str = "checkpoint") -> StateDict:
     return state
 
 
+def _num_classes(state: Mapping[str, torch.Tensor], source: str) -> int:
+    weight = state.get(CLS_PREFIX + "0.weight")
+    if weight is None or weight.ndim != 4:
+        raise ModelError(f"{source}: not a YOLOX state_dict (no {CLS_PREFIX}0.weight)")
+    return int(weight.shape[0])
+
+
 def infer_variant(state: Mapping[str, torch.Tensor], source: str = "checkpoint") -> tuple[str, int]:
     """(variant, num_classes) from tensor shapes: width from the stem's output channels, depthwise from the
     dark2 downsampling conv, depth from the number of dark3 bottlenecks."""
@@ -88,9 +95,9 @@ def infer_variant(state: Mapping[str, torch.Tensor], source: str = "checkpoint")
         width = state[STEM_KEY].shape[0] / 64
         depthwise = "backbone.backbone.dark2.0.dconv.conv.weight" in state
         blocks = {k.split(".")[5] for k in state if k.startswith("backbone.backbone.dark3.1.m.")}
-        num_classes = int(state[CLS_PREFIX + "0.weight"].shape[0])
     except (KeyError, IndexError, AttributeError):
-        raise ModelError(f"{source}: not a YOLOX state_dict (no {STEM_KEY} / {CLS_PREFIX}0.weight)") from None
+        raise ModelError(f"{source}: not a YOLOX state_dict (no {STEM_KEY})") from None
+    num_classes = _num_classes(state, source)
     for name, v in VARIANTS.items():
         if v.width == width and v.depthwise == depthwise and max(round(v.depth * 3), 1) * 3 == len(blocks):
             return name, num_classes
@@ -165,15 +172,26 @@ def load_checkpoint(model: YOLOX, path: Union[str, Path], say: Callable[[str], N
     return load_state(model, state_dict_of(read_checkpoint(path), str(path)), str(path), say)
 
 
-def model_from_checkpoint(path: Union[str, Path], variant: str | None = None, num_classes: int | None = None,
-                          say: Callable[[str], None] = _say) -> tuple[YOLOX, str]:
-    """(eval-mode model, its variant) built to fit the checkpoint; the inferred variant is said unless given."""
-    state = state_dict_of(read_checkpoint(path), str(path))
-    inferred, classes = infer_variant(state, str(path)) if variant is None else (variant, None)
+@dataclass
+class LoadedModel:
+    model: YOLOX  # in eval mode
+    variant: str
+    class_names: Optional[list[str]]  # when the checkpoint records them ("class_names")
+
+
+def model_from_checkpoint(path: Union[str, Path], variant: Optional[str] = None,
+                          say: Callable[[str], None] = _say) -> LoadedModel:
+    """The YOLOX that fits a checkpoint file; the variant is inferred from tensor shapes (and said) unless given."""
+    checkpoint = read_checkpoint(path)
+    state = state_dict_of(checkpoint, str(path))
     if variant is None:
-        say(f"{path}: inferred YOLOX-{inferred} with {classes} classes from the tensor shapes (--variant overrides)")
-    if classes is None:
-        classes = int(state.get(CLS_PREFIX + "0.weight", torch.empty(80)).shape[0])
-    model = build_model(inferred, num_classes or classes)
+        variant, num_classes = infer_variant(state, str(path))
+        say(f"{path}: inferred YOLOX-{variant} with {num_classes} classes from the tensor shapes "
+            "(--variant overrides)")
+    else:
+        num_classes = _num_classes(state, str(path))
+    model = build_model(variant, num_classes)
     load_state(model, state, str(path), say)
-    return model.eval(), inferred
+    names = checkpoint.get("class_names")
+    valid = isinstance(names, (list, tuple)) and len(names) == num_classes and all(isinstance(n, str) for n in names)
+    return LoadedModel(model.eval(), variant, list(names) if valid else None)

@@ -12,17 +12,18 @@ import io
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import numpy as np
-import torch
-from torch import nn
 
 from edge_yolox.errors import ConfigError
 from edge_yolox.postprocess import postprocess_batch
 from edge_yolox.preprocess import letterbox
 
 from .data.datasets import DetectionDataset
+
+if TYPE_CHECKING:  # torch is imported only to evaluate a PyTorch model: runtime models need none
+    from torch import nn
 
 OFFICIAL_CONF = 0.01
 OFFICIAL_IOU = 0.65
@@ -35,6 +36,8 @@ DetectFn = Callable[[Sequence[np.ndarray]], list[np.ndarray]]
 
 def torch_detect_fn(model: nn.Module, input_size: tuple[int, int], conf: float, iou: float) -> DetectFn:
     """Batched PyTorch inference (on the model's device and dtype) and the shared C++ postprocess."""
+    import torch
+
     param = next(model.parameters())
     decode = not model.head.decode_in_inference  # the head may already return decoded boxes (the default)
 

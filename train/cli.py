@@ -1,0 +1,235 @@
+"""`edge-yolox train | eval | export` (edge_yolox.cli forwards them here with the command name first).
+
+Nothing here imports torch at module level: a command imports it when it needs it, and says how to install it
+when it is missing (evaluating an ONNX/NCNN/TFLite model needs no torch at all).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Callable, Optional
+
+from edge_yolox.errors import ConfigError, EdgeYoloxError
+
+TORCH_SUFFIXES = (".pth", ".pt", ".ckpt")
+INSTALL_HINT = "pip install 'edge-yolox[train]'"
+
+
+def require_torch(what: str) -> None:
+    try:
+        importlib.import_module("torch")
+    except ImportError:
+        raise EdgeYoloxError(f"{what} needs PyTorch, which is not installed here: {INSTALL_HINT}") from None
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'416' or '416,320' / '416x320' (h, w); multiples of 32."""
+    try:
+        values = [int(v) for v in text.lower().replace("x", ",").split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a size like 416 or 384,640") from None
+    if len(values) not in (1, 2) or any(v <= 0 or v % 32 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: sizes must be positive multiples of 32")
+    return (values[0], values[-1])
+
+
+def default_size(variant: str) -> tuple[int, int]:
+    from .models import VARIANTS
+
+    return (VARIANTS[variant].input_size,) * 2
+
+
+# ----------------------------------------------------------------------------- train
+
+
+def run_train(argv: list[str]) -> int:
+    """The trainer has its own argument parser (edge_yolox.train.trainer)."""
+    require_torch("`edge-yolox train`")
+    try:
+        trainer = importlib.import_module("edge_yolox.train.trainer")
+    except ImportError as exc:
+        raise EdgeYoloxError(f"the trainer is not available ({exc})") from None
+    return int(trainer.main(argv) or 0)
+
+
+# ----------------------------------------------------------------------------- eval
+
+
+def add_eval_arguments(p: argparse.ArgumentParser) -> None:
+    from .evaluate import OFFICIAL_CONF, OFFICIAL_IOU
+
+    p.add_argument("--model", required=True, help="a .pth checkpoint, or an ONNX/NCNN/TFLite model or bundle")
+    p.add_argument("--data", required=True, help="COCO .json / folder with annotations/, YOLO data.yaml, VOC folder")
+    p.add_argument("--split", default="val", help="dataset split for YOLO/VOC layouts (default val)")
+    p.add_argument("--json", help="write the metrics here (AP, AP50, AP75, APs, APm, APl as fractions, images, model)")
+    p.add_argument("--variant", help="YOLOX variant of a .pth (default: inferred from its tensor shapes)")
+    p.add_argument("--img-size", type=parse_size, help="input size, e.g. 416 or 384,640 (default: the model's)")
+    p.add_argument("--per-class", action="store_true", help="print the AP of every class")
+    p.add_argument("--conf", type=float, default=OFFICIAL_CONF, help=f"score threshold (official {OFFICIAL_CONF})")
+    p.add_argument("--iou", type=float, default=OFFICIAL_IOU, help=f"per-class NMS IoU (official {OFFICIAL_IOU})")
+    p.add_argument("--limit", type=int, default=0, help="evaluate only the first N images")
+    p.add_argument("--backend", help="runtime backend for non-PyTorch models (onnxruntime, ncnn, tflite)")
+    p.add_argument("--threads", type=int, help="CPU threads")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from .data.datasets import open_dataset
+    from .evaluate import detector_detect_fn, evaluate, evaluate_dataset, format_metrics
+
+    dataset = open_dataset(args.data, args.split)
+    path = Path(args.model)
+    progress = not args.no_progress
+    if path.suffix in TORCH_SUFFIXES:
+        require_torch("evaluating a PyTorch checkpoint")
+        import torch
+
+        from .checkpoint import model_from_checkpoint
+
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        loaded = model_from_checkpoint(path, args.variant)
+        size = args.img_size or default_size(loaded.variant)
+        description = f"YOLOX-{loaded.variant} PyTorch fp32 {size[0]}x{size[1]} ({path})"
+        metrics = evaluate_dataset(loaded.model, dataset, size, conf=args.conf, iou=args.iou, limit=args.limit,
+                                   per_class=args.per_class, progress=progress)
+    else:
+        from edge_yolox.detector import Detector
+
+        options = {"input_size": args.img_size} if args.img_size else {}
+        detector = Detector(path, conf=args.conf, iou=args.iou, backend=args.backend, threads=args.threads, **options)
+        meta = detector.meta
+        if meta.num_classes != dataset.num_classes:
+            raise ConfigError(f"{path} predicts {meta.num_classes} classes but {dataset.source} has "
+                              f"{dataset.num_classes}")
+        size = tuple(meta.input_size)
+        description = f"{meta.variant} {detector.backend.name} {meta.precision} {size[0]}x{size[1]} ({path})"
+        try:
+            metrics = evaluate(detector_detect_fn(detector), dataset, limit=args.limit, per_class=args.per_class,
+                               progress=progress)
+        finally:
+            detector.close()
+    print(f"{description} on {metrics['images']} images of {dataset.source} (conf {args.conf}, NMS {args.iou})")
+    print(format_metrics(metrics))
+    if args.json:
+        record = {**metrics, "model": description, "data": str(args.data), "input_size": list(size),
+                  "conf": args.conf, "iou": args.iou}
+        try:
+            Path(args.json).write_text(json.dumps(record, indent=2) + "\n")
+        except OSError as exc:
+            raise ConfigError(f"--json {args.json}: cannot write ({exc})") from None
+    return 0
+
+
+# ----------------------------------------------------------------------------- export
+
+
+def _export_onnx(model, out: Path, meta, args: argparse.Namespace) -> Path:
+    from .export.onnx import export_onnx
+
+    return export_onnx(model, out, meta, layout=args.layout, opset=args.opset, dynamic=args.dynamic, stem=args.stem)
+
+
+# --format name -> writer(model, out_dir, base meta, args); other formats register here beside onnx
+EXPORTERS: dict[str, Callable] = {"onnx": _export_onnx}
+
+
+def add_export_arguments(p: argparse.ArgumentParser) -> None:
+    require_torch("`edge-yolox export`")
+    from .export.onnx import DEFAULT_OPSET, LAYOUTS, STEMS
+
+    p.add_argument("--weights", required=True, help="a .pth checkpoint (official layout or bare state_dict)")
+    p.add_argument("--variant", help="YOLOX variant (default: inferred from the checkpoint's tensor shapes)")
+    p.add_argument("--format", default="onnx", choices=sorted(EXPORTERS), help="output format (default onnx)")
+    p.add_argument("--out", required=True, help="bundle directory to write")
+    p.add_argument("--img-size", type=parse_size, help="input size, e.g. 416 or 384,640 (default: the variant's)")
+    p.add_argument("--names", help="class names: a .txt/.names file (one per line), a data.yaml, or a dataset")
+    p.add_argument("--layout", choices=LAYOUTS, default="split",
+                   help="split: reg/obj/cls per stride (default, quantizes well); single: official [1,N,5+C]")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
+    p.add_argument("--dynamic", action="store_true", help="dynamic input height/width")
+    p.add_argument("--stem", choices=STEMS, default="slice",
+                   help="Focus as slices (default) or pixel_unshuffle + permuted conv (for pnnx)")
+
+
+def read_names(spec: str) -> list[str]:
+    """Class names from a names file, a YOLO data.yaml or any dataset open_dataset reads."""
+    path = Path(spec)
+    if path.suffix in (".txt", ".names"):
+        try:
+            return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        except OSError as exc:
+            raise ConfigError(f"--names {spec}: cannot read ({exc})") from None
+    from .data.datasets import open_dataset
+
+    return open_dataset(path).names
+
+
+def class_names(spec: Optional[str], recorded: Optional[list[str]], num_classes: int) -> list[str]:
+    """--names, else the names the checkpoint records, else COCO's for 80 classes, else numbers (said)."""
+    if spec:
+        names = read_names(spec)
+        if len(names) != num_classes:
+            raise ConfigError(f"--names {spec}: {len(names)} names for a {num_classes}-class model")
+        return names
+    if recorded:
+        return recorded
+    if num_classes == 80:
+        from edge_yolox.backends.coco import COCO_NAMES
+
+        print("class names: COCO (80 classes; --names overrides)", file=sys.stderr)
+        return list(COCO_NAMES)
+    print(f"class names: 0..{num_classes - 1} (pass --names for real ones)", file=sys.stderr)
+    return [str(i) for i in range(num_classes)]
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from .checkpoint import model_from_checkpoint
+    from .export import base_meta
+
+    loaded = model_from_checkpoint(args.weights, args.variant)
+    num_classes = loaded.model.head.num_classes
+    names = class_names(args.names, loaded.class_names, num_classes)
+    size = args.img_size or default_size(loaded.variant)
+    meta = base_meta(loaded.variant, num_classes, size, names, source=Path(args.weights).name)
+    out = EXPORTERS[args.format](loaded.model, Path(args.out), meta, args)
+    print(f"wrote {out} ({args.format}, YOLOX-{loaded.variant}, {size[0]}x{size[1]}, {num_classes} classes)")
+    return 0
+
+
+# ----------------------------------------------------------------------------- dispatch
+
+# name -> (help, add_arguments, run); `train` parses its own arguments
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
+    "eval": ("COCO metrics (pycocotools) of a .pth or an exported model on a dataset", add_eval_arguments, run_eval),
+    "export": ("write a model bundle (ONNX) from a .pth", add_export_arguments, run_export),
+}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    name = argv[0] if argv else ""
+    try:
+        if name == "train":
+            return run_train(argv[1:])
+        if name not in COMMANDS:
+            print(f"usage: edge-yolox {{train,{','.join(COMMANDS)}}} ...", file=sys.stderr)
+            return 2
+        description, add_arguments, run = COMMANDS[name]
+        parser = argparse.ArgumentParser(prog=f"edge-yolox {name}", description=description)
+        add_arguments(parser)
+        return run(parser.parse_args(argv[1:]))
+    except EdgeYoloxError as exc:
+        print(f"edge-yolox {name}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
