@@ -65,6 +65,20 @@ def check_core(arch: str) -> None:
                  f"on {platform.machine()}")
 
 
+def check_errors() -> None:
+    """C++ exceptions reach Python as ValueError with their message (LTO once turned them into SystemError)."""
+    import edge_yolox
+
+    try:
+        edge_yolox.postprocess(np.zeros((10, 4), np.float32), INPUT_SIZE)
+    except ValueError as e:
+        if "5 + num_classes" not in str(e):
+            sys.exit(f"FAIL: the core's ValueError lost its message: {e!r}")
+        print(f"bad input raises ValueError: {e}")
+        return
+    sys.exit("FAIL: a [10, 4] output did not raise ValueError")
+
+
 def check_postprocess(recording: Path) -> None:
     """The wheel's C++ core against the numpy reference (both on the target) and the host's results."""
     import reference
@@ -128,6 +142,7 @@ def main(argv: list[str] | None = None) -> None:
         record(args.out, args.image, args.model)
         return
     check_core(args.arch)
+    check_errors()
     check_postprocess(args.recording)
     if args.cli:
         check_run(args.cli, args.ncnn_model, args.image)
