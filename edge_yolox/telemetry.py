@@ -1,11 +1,22 @@
-"""Board health: CPU temperature and throttling. Everything optional and never fatal."""
+"""Board health: CPU temperature, Raspberry Pi throttling, Jetson temperatures and power (jetson-stats).
+
+Everything optional and never fatal: a source that is missing or fails is left out of the stats.
+"""
 
 from __future__ import annotations
 
+import logging
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any, Optional
 
 THERMAL_ZONES = Path("/sys/class/thermal")
+RPI_THROTTLED = Path("/sys/devices/platform/soc/soc:firmware/get_throttled")  # Pi kernels with the firmware driver
+HWMON = Path("/sys/class/hwmon")
+# Bits of the Pi firmware's get_throttled word; the same bit + 16 means "has occurred since boot".
+THROTTLE_BITS = {0: "under_voltage", 1: "freq_capped", 2: "throttled", 3: "soft_temp_limit"}
+log = logging.getLogger(__name__)
 
 
 def cpu_temperature(root: Path = THERMAL_ZONES) -> Optional[float]:
@@ -22,10 +33,81 @@ def cpu_temperature(root: Path = THERMAL_ZONES) -> Optional[float]:
     return max(temps) if temps else None
 
 
+def parse_throttled(word: int) -> dict[str, bool]:
+    flags = {name: bool(word >> bit & 1) for bit, name in THROTTLE_BITS.items()}
+    flags.update({f"{name}_occurred": bool(word >> (bit + 16) & 1) for bit, name in THROTTLE_BITS.items()})
+    return flags
+
+
+def rpi_throttled(sysfs: Path = RPI_THROTTLED, hwmon: Path = HWMON) -> Optional[dict[str, bool]]:
+    """Pi under-voltage/throttling: the firmware word from sysfs, else `vcgencmd get_throttled`, else the
+    rpi_volt hwmon alarm (under-voltage only); None on boards that have none of them."""
+    try:
+        return parse_throttled(int(sysfs.read_text().strip(), 16))
+    except (OSError, ValueError):
+        pass
+    vcgencmd = shutil.which("vcgencmd")
+    if vcgencmd:
+        try:
+            out = subprocess.run([vcgencmd, "get_throttled"], capture_output=True, text=True, timeout=2).stdout
+            return parse_throttled(int(out.strip().split("=", 1)[1], 16))
+        except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+            log.debug("vcgencmd get_throttled gave no usable answer")
+    for sensor in sorted(hwmon.glob("hwmon*")):
+        try:
+            if (sensor / "name").read_text().strip() == "rpi_volt":
+                return {"under_voltage": (sensor / "in0_lcrit_alarm").read_text().strip() == "1"}
+        except OSError:
+            continue
+    return None
+
+
+class Jetson:
+    """Temperatures and power from jetson-stats (`jtop`), kept connected between reads; disabled for good
+    after the first failure (package missing, jtop.service not running)."""
+
+    def __init__(self):
+        self.jtop: Any = None
+        self.failed = False
+
+    def read(self) -> dict[str, Any]:
+        if self.failed:
+            return {}
+        try:
+            if self.jtop is None:
+                from jtop import jtop  # jetson-stats: optional
+
+                self.jtop = jtop()
+                self.jtop.start()
+            stats = dict(self.jtop.stats)
+        except Exception as exc:  # ImportError off Jetson; JtopException when its service is down
+            if not isinstance(exc, ImportError):
+                log.info("jetson-stats unavailable (%s); no Jetson power/temperatures in stats", exc)
+            self.failed = True
+            return {}
+        temps = {k[5:].lower(): float(v) for k, v in stats.items()
+                 if k.startswith("Temp ") and isinstance(v, (int, float)) and v > -200}  # jtop: -256 = offline
+        out: dict[str, Any] = {"temp_c": temps} if temps else {}
+        if isinstance(stats.get("Power TOT"), (int, float)):
+            out["power_w"] = round(stats["Power TOT"] / 1000.0, 2)  # jtop reports mW
+        if "nvp model" in stats:
+            out["nvpmodel"] = str(stats["nvp model"])
+        return out
+
+
+_jetson = Jetson()
+
+
 def read() -> dict[str, Any]:
     """Everything we can read cheaply, for the periodic stats; keys are absent when unknown."""
     out: dict[str, Any] = {}
     temp = cpu_temperature()
     if temp is not None:
         out["cpu_temp_c"] = round(temp, 1)
+    throttled = rpi_throttled()
+    if throttled is not None:
+        out["throttled"] = throttled
+    jetson = _jetson.read()
+    if jetson:
+        out["jetson"] = jetson
     return out
