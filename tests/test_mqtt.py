@@ -207,11 +207,13 @@ def test_full_queue_drops_oldest_and_counts(tmp_path):
 
 def test_detection_filters(broker, subscriber):
     frames = [(), (), ("person",), ("person",), ("person", "car"), ("car", "person"), ("car",), ()]
-    for mode, expected in (("all", list(range(8))), ("nonempty", [2, 3, 4, 5, 6]), ("change", [0, 2, 4, 6, 7])):
-        s = sink(broker, detections=mode, url=broker.url(mode))
+    cases = (("all", 1, list(range(8))), ("nonempty", 0, [2, 3, 4, 5, 6]), ("change", 2, [0, 2, 4, 6, 7]))
+    for mode, qos, expected in cases:  # each QoS level once, too
+        s = sink(broker, detections=mode, url=broker.url(mode), qos=qos)
         for i, labels in enumerate(frames):
             s.write(record(i, labels))
         s.close()
+        assert s.health()["queued"] == 0  # every message confirmed (QoS 0: written to the socket)
         assert subscriber.wait_for(lambda m, mode=mode: any(t == f"{mode}/cam1/status" and p == b"offline"
                                                             for t, p, _ in m))
         got = [json.loads(p)["frame"] for t, p, _ in subscriber.messages if t == f"{mode}/cam1/detections"]
