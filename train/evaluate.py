@@ -91,8 +91,9 @@ def ground_truth(dataset: DetectionDataset) -> dict:
 
 def coco_metrics(gt: dict, results: list[dict[str, Any]], image_ids: Sequence[int],
                  classes: Optional[dict[str, int]] = None) -> dict[str, Any]:
-    """COCOeval bbox metrics (fractions 0-1) over `image_ids`; with `classes` (name -> category id), per-class
-    AP50:95 too (NaN for a class without ground truth in these images)."""
+    """COCOeval bbox metrics over `image_ids`, as pycocotools gives them (fractions 0-1; -1 where these images have
+    no ground truth for a metric, e.g. APs without small objects). With `classes` (name -> category id), per-class
+    AP50:95 too (None for a class without ground truth in these images)."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -117,7 +118,7 @@ def coco_metrics(gt: dict, results: list[dict[str, Any]], image_ids: Sequence[in
         per_class = {}
         for name, cat in classes.items():
             p = precision[:, :, column[cat]] if cat in column else np.full(1, -1.0)
-            per_class[name] = float(p[p > -1].mean()) if (p > -1).any() else float("nan")
+            per_class[name] = float(p[p > -1].mean()) if (p > -1).any() else None
         metrics["per_class"] = per_class
     return metrics
 
@@ -153,10 +154,13 @@ def evaluate_dataset(model: nn.Module, dataset: DetectionDataset, input_size: tu
 
 def format_metrics(metrics: dict[str, Any]) -> str:
     """The headline metrics, and the per-class table when present, as aligned text."""
-    lines = ["  ".join(f"{k} {metrics[k]:.3f}" for k in METRICS)]
+    def text(value: Optional[float]) -> str:
+        return "    -" if value is None or value < 0 else f"{value:.3f}"
+
+    lines = ["  ".join(f"{k} {text(metrics[k]).strip()}" for k in METRICS)]
     per_class = metrics.get("per_class")
     if per_class:
         width = max(len(n) for n in per_class)
         lines.append(f"{'class':<{width}}  AP50:95")
-        lines += [f"{name:<{width}}  {'   -' if ap != ap else f'{ap:.3f}'}" for name, ap in per_class.items()]
+        lines += [f"{name:<{width}}  {text(ap)}" for name, ap in per_class.items()]
     return "\n".join(lines)
