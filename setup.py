@@ -73,6 +73,9 @@ extras = {
         "onnxruntime>=1.16",
         "matplotlib>=3.7",
     ],
+    # NCNN (pnnx) and TFLite (litert-torch + ai-edge-quantizer, no TensorFlow) exports with INT8
+    "export": ["pnnx>=20240410", "litert-torch>=0.10", "ai-edge-quantizer>=0.10", "ncnn>=1.0.20240410",
+               "ai-edge-litert>=1.2"],
     "test": ["pytest>=7", "hypothesis>=6.80", "ruff>=0.4"],
 }
 extras["all"] = sorted({req for reqs in extras.values() for req in reqs})

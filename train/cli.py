@@ -1,4 +1,4 @@
-"""`edge-yolox train | eval | export` (edge_yolox.cli forwards them here with the command name first).
+"""`edge-yolox train | eval | export | quantize-report` (edge_yolox.cli forwards them here, command name first).
 
 Nothing here imports torch at module level: a command imports it when it needs it, and says how to install it
 when it is missing (evaluating an ONNX/NCNN/TFLite model needs no torch at all).
@@ -135,8 +135,53 @@ def _export_onnx(model, out: Path, meta, args: argparse.Namespace) -> Path:
     return export_onnx(model, out, meta, layout=args.layout, opset=args.opset, dynamic=args.dynamic, stem=args.stem)
 
 
-# --format name -> writer(model, out_dir, base meta, args); other formats register here beside onnx
-EXPORTERS: dict[str, Callable] = {"onnx": _export_onnx}
+def _export_ncnn(model, out: Path, meta, args: argparse.Namespace) -> Path:
+    from .export.ncnn import export_ncnn
+
+    return export_ncnn(model, out, meta, precision=args.precision, calib=args.calib, calib_n=args.calib_n,
+                       calib_method=args.calib_method or calib_methods()["ncnn"][0], threads=args.threads or 1)
+
+
+def _export_tflite(model, out: Path, meta, args: argparse.Namespace) -> Path:
+    from .export.tflite import export_tflite
+
+    return export_tflite(model, out, meta, precision=args.precision, calib=args.calib, calib_n=args.calib_n,
+                         calib_method=args.calib_method or calib_methods()["tflite"][0])
+
+
+# --format name -> writer(model, out_dir, base meta, args)
+EXPORTERS: dict[str, Callable] = {"onnx": _export_onnx, "ncnn": _export_ncnn, "tflite": _export_tflite}
+PRECISIONS = {"onnx": ("fp32",), "ncnn": ("fp32", "fp16", "int8"), "tflite": ("fp32", "int8")}
+
+
+def calib_methods() -> dict[str, tuple[str, ...]]:
+    """The activation-range methods each format's INT8 calibration takes (defaults first)."""
+    from .export.int8_ncnn import CALIB_METHODS as NCNN
+    from .export.tflite import CALIB_METHODS as TFLITE
+
+    return {"ncnn": NCNN, "tflite": TFLITE}
+
+
+def check_export_args(args: argparse.Namespace) -> None:
+    """Flag combinations argparse cannot check alone; each ends in one clear message."""
+    if args.precision not in PRECISIONS[args.format]:
+        raise ConfigError(f"--precision {args.precision}: {args.format} exports take "
+                          f"{', '.join(PRECISIONS[args.format])}")
+    if args.precision != "int8":
+        if args.calib or args.calib_method:
+            raise ConfigError("--calib/--calib-method only apply to --precision int8")
+        return
+    if not args.calib:
+        raise ConfigError("--precision int8 needs --calib DIR: a folder of real images like those the model will "
+                          "see (e.g. a dataset's images/)")
+    methods = calib_methods()[args.format]
+    if args.calib_method and args.calib_method not in methods:
+        raise ConfigError(f"--calib-method {args.calib_method}: {args.format} INT8 takes {', '.join(methods)}")
+    if args.calib_n <= 0:
+        raise ConfigError(f"--calib-n must be a positive number of images, got {args.calib_n}")
+    from .export.calibration import find_images
+
+    find_images(args.calib)  # a missing or image-less folder fails before the model is loaded
 
 
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
@@ -154,7 +199,22 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
     p.add_argument("--dynamic", action="store_true", help="dynamic input height/width")
     p.add_argument("--stem", choices=STEMS, default="slice",
-                   help="Focus as slices (default) or pixel_unshuffle + permuted conv (for pnnx)")
+                   help="ONNX: Focus as slices (default) or pixel_unshuffle + permuted conv (for pnnx)")
+    add_precision_arguments(p)
+
+
+def add_precision_arguments(p: argparse.ArgumentParser) -> None:
+    from .export.calibration import DEFAULT_CALIB_N
+
+    methods = sorted({m for ms in calib_methods().values() for m in ms})
+    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"),
+                   help="fp32 (default); fp16 (ncnn); int8 (ncnn, tflite; needs --calib)")
+    p.add_argument("--calib", help="INT8: folder of real calibration images (searched recursively)")
+    p.add_argument("--calib-n", type=int, default=DEFAULT_CALIB_N,
+                   help=f"INT8: calibrate on this many images, a seeded sample (default {DEFAULT_CALIB_N})")
+    p.add_argument("--calib-method", help=f"INT8 activation ranges: {', '.join(methods)} "
+                                          "(default: kl for ncnn, minmax for tflite)")
+    p.add_argument("--threads", type=int, help="CPU threads for NCNN calibration (default 1)")
 
 
 def read_names(spec: str) -> list[str]:
@@ -192,13 +252,47 @@ def run_export(args: argparse.Namespace) -> int:
     from .checkpoint import model_from_checkpoint
     from .export import base_meta
 
+    check_export_args(args)
     loaded = model_from_checkpoint(args.weights, args.variant)
     num_classes = loaded.model.head.num_classes
     names = class_names(args.names, loaded.class_names, num_classes)
     size = args.img_size or default_size(loaded.variant)
     meta = base_meta(loaded.variant, num_classes, size, names, source=Path(args.weights).name)
     out = EXPORTERS[args.format](loaded.model, Path(args.out), meta, args)
-    print(f"wrote {out} ({args.format}, YOLOX-{loaded.variant}, {size[0]}x{size[1]}, {num_classes} classes)")
+    print(f"wrote {out} ({args.format} {args.precision}, YOLOX-{loaded.variant}, {size[0]}x{size[1]}, "
+          f"{num_classes} classes)")
+    return 0
+
+
+# ----------------------------------------------------------------------------- quantize-report
+
+
+def add_report_arguments(p: argparse.ArgumentParser) -> None:
+    require_torch("`edge-yolox quantize-report`")
+    from .export.calibration import DEFAULT_CALIB_N
+
+    p.add_argument("--weights", required=True, help="a .pth checkpoint")
+    p.add_argument("--variant", help="YOLOX variant (default: inferred from the checkpoint)")
+    p.add_argument("--data", required=True, help="evaluation dataset (as for `edge-yolox eval`)")
+    p.add_argument("--split", default="val", help="dataset split for YOLO/VOC layouts (default val)")
+    p.add_argument("--calib", required=True, help="folder of real calibration images")
+    p.add_argument("--calib-n", type=int, default=DEFAULT_CALIB_N,
+                   help=f"calibration images (default {DEFAULT_CALIB_N})")
+    p.add_argument("--img-size", type=parse_size, help="input size (default: the variant's)")
+    p.add_argument("--out", default="quantize-report", help="folder for the bundles, report.md and report.json")
+    p.add_argument("--limit", type=int, default=0, help="evaluate only the first N images")
+    p.add_argument("--runs", type=int, default=30, help="timed runs per latency figure (median; default 30)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from .export.report import quantize_report
+
+    if args.calib_n <= 0:
+        raise ConfigError(f"--calib-n must be a positive number of images, got {args.calib_n}")
+    quantize_report(args.weights, args.data, args.calib, Path(args.out), variant=args.variant, split=args.split,
+                    calib_n=args.calib_n, input_size=args.img_size, limit=args.limit, runs=args.runs,
+                    progress=not args.no_progress)
     return 0
 
 
@@ -207,7 +301,10 @@ def run_export(args: argparse.Namespace) -> int:
 # name -> (help, add_arguments, run); `train` parses its own arguments
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "eval": ("COCO metrics (pycocotools) of a .pth or an exported model on a dataset", add_eval_arguments, run_eval),
-    "export": ("write a model bundle (ONNX) from a .pth", add_export_arguments, run_export),
+    "export": ("write a model bundle (ONNX, NCNN, TFLite; fp32/fp16/int8) from a .pth", add_export_arguments,
+               run_export),
+    "quantize-report": ("export FP32 and INT8 bundles, evaluate them and the .pth on one dataset, and tabulate "
+                        "AP, size and latency", add_report_arguments, run_report),
 }
 
 
