@@ -8,6 +8,7 @@ after the first frame, pinged from the loop (a hung loop gets restarted), and ST
 from __future__ import annotations
 
 import logging
+import re
 import signal
 import statistics
 import threading
@@ -138,7 +139,8 @@ class Pipeline:
         self.meter = Meter()
         self.started = time.monotonic()
         self.wants_frames = any(s.wants_frames for s in sinks)
-        self.model_name = detector.meta.variant
+        meta = detector.meta  # "yolox-nano-int8", as DESIGN.md's records name models
+        self.model_name = f"yolox-{re.sub(r'^yolox[-_]', '', meta.variant)}-{meta.precision}"
 
     def stop(self, *_: Any) -> None:
         """Finish the current frame, then shut down (also the signal handler)."""
