@@ -36,7 +36,7 @@ WEIGHTLESS = frozenset({
 CALIB_METHODS = ("kl", "minmax")
 HISTOGRAM_BINS = 2048
 TARGET_BINS = 128  # int8 levels on one side of zero (ncnn uses 128 as the KL target)
-FP32_MAX_STRIDE = 8  # keep_fp32="auto": layers reading maps of this stride or finer stay fp32
+FP32_MAX_STRIDE = 8  # keep_fp32="auto": the leading layers reading maps of this stride or finer stay fp32
 
 
 @dataclass
@@ -307,13 +307,18 @@ def blob_strides(net, input_blob: str, image: np.ndarray, blobs: list[str]) -> d
 
 
 def auto_fp32_layers(model: NcnnModel, strides: dict[str, int]) -> list[str]:
-    """Layers that quantize badly at little saving, measured on YOLOX-Nano/coco128 (KL): every layer reading a
-    map of stride ≤ 8 (the stem and the first two CSP stages: quantizing them alone costs ~18 AP points, since
-    one per-tensor activation scale cannot serve their BN-folded channels of very different ranges; all the
-    layers after them cost nothing), and the prediction convs (their outputs are the detections)."""
-    outputs = set(model.output_blobs())
-    return [layer.name for layer in model.layers if layer.type in QUANTIZABLE
-            and (strides[layer.bottoms[0]] <= FP32_MAX_STRIDE or layer.tops[0] in outputs)]
+    """Layers that quantize badly at little saving, measured on YOLOX-Nano/coco128 (KL): the backbone's layers up
+    to the first one reading a map coarser than stride 8 (the stem and the first two CSP stages: quantizing them
+    alone costs ~18 AP points, since one per-tensor activation scale cannot serve their BN-folded channels of
+    very different ranges; every later layer costs nothing), and the prediction convs (the detections)."""
+    outputs, keep, prefix = set(model.output_blobs()), [], True
+    for layer in model.layers:
+        if layer.type not in QUANTIZABLE:
+            continue
+        prefix = prefix and strides[layer.bottoms[0]] <= FP32_MAX_STRIDE
+        if prefix or layer.tops[0] in outputs:
+            keep.append(layer.name)
+    return keep
 
 
 @dataclass
