@@ -87,12 +87,21 @@ def opencv_batched(rows, size, conf, iou):
     return np.asarray(idx).reshape(-1)
 
 
-def median_ms(fn, repeat: int) -> float:
-    fn()  # warm-up
+def cpp_core(rows, shape, conf, iou):
+    return edge_yolox.postprocess(rows, shape, conf=conf, iou=iou)
+
+
+def numpy_reference(rows, shape, conf, iou):
+    return reference.postprocess(rows, shape, conf=conf, iou=iou)
+
+
+def median_ms(fn, setting: tuple, repeat: int) -> float:
+    """Median ms of fn(*setting) over `repeat` calls, after one warm-up call."""
+    fn(*setting)
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
-        fn()
+        fn(*setting)
         times.append(time.perf_counter() - t0)
     return statistics.median(times) * 1e3
 
@@ -102,8 +111,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=200)
     args = parser.parse_args()
 
-    print(f"| input | conf / NMS | candidates | kept | C++ core | numpy vectorised | OpenCV batched "
-          f"| numpy reference |")
+    print("| input | conf / NMS | candidates | kept | C++ core | numpy vectorised | OpenCV batched | numpy reference |")
     print("|---|---|---|---|---|---|---|---|")
     for size in (416, 640):
         rows = nano_outputs(size)
@@ -111,10 +119,11 @@ def main() -> None:
         for conf, iou in ((0.3, 0.45), (0.01, 0.65)):
             kept = len(edge_yolox.postprocess(rows, shape, conf=conf, iou=iou))
             candidates = int((rows[0, :, 4] * rows[0, :, 5:].max(1) >= conf).sum())
-            cpp = median_ms(lambda: edge_yolox.postprocess(rows, shape, conf=conf, iou=iou), args.repeat)
-            vec = median_ms(lambda: numpy_vectorised(rows, shape, conf, iou), max(10, args.repeat // 4))
-            ocv = median_ms(lambda: opencv_batched(rows, shape, conf, iou), max(10, args.repeat // 4))
-            ref = median_ms(lambda: reference.postprocess(rows, shape, conf=conf, iou=iou), max(3, args.repeat // 40))
+            setting = (rows, shape, conf, iou)
+            cpp = median_ms(cpp_core, setting, args.repeat)
+            vec = median_ms(numpy_vectorised, setting, max(10, args.repeat // 4))
+            ocv = median_ms(opencv_batched, setting, max(10, args.repeat // 4))
+            ref = median_ms(numpy_reference, setting, max(3, args.repeat // 40))
             print(f"| {size} | {conf} / {iou} | {candidates} | {kept} | {cpp:.3f} ms "
                   f"| {vec:.2f} ms ({vec / cpp:.0f}×) | {ocv:.2f} ms ({ocv / cpp:.0f}×) "
                   f"| {ref:.1f} ms ({ref / cpp:.0f}×) |")
