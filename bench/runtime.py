@@ -52,12 +52,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=200)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--model", action="append", default=[], metavar="NAME=PATH",
+                        help="also this model or bundle, e.g. tflite-int8=nano-tflite-int8/ (repeatable)")
     args = parser.parse_args()
+    models = {**MODELS, **dict(spec.split("=", 1) for spec in args.model)}
     print(f"YOLOX-Nano 416, {VIDEO.name} (768x432), {args.threads} threads, {args.frames} frames, medians in ms\n")
     print("| backend | pure infer | pre | infer | post | end-to-end fps | pipeline overhead "
           "| peak RSS of `run` |")
     print("|---|---|---|---|---|---|---|---|")
-    for name, model in MODELS.items():
+    for name, model in models.items():
         r = bench(model, args.threads, args.frames)
         rss = run_peak_rss_mb(model, args.threads, args.frames)
         p = r["pipeline_ms"]
