@@ -3,7 +3,7 @@
 # x86_64 from this x86-64 machine, with nothing but PyPI: zig is the C++ (cross) compiler, auditwheel tags.
 #
 # Usage: scripts/build-wheels.sh [--arch "aarch64 x86_64"] [--python "3.9 3.10 3.11 3.12 3.13"] [--out DIR]
-#   --arch     target architectures (aarch64, x86_64, armv7l); default: aarch64 x86_64
+#   --arch     target architectures (aarch64, x86_64, armv7l: Python 3.9/3.11/3.13 only); default: aarch64 x86_64
 #   --python   CPython versions; each needs a host interpreter: $PYENV_ROOT/versions/X.Y.* or pythonX.Y on PATH
 #   --out      where the repaired wheels go (default: wheelhouse/)
 # Environment: EDGE_YOLOX_WHEEL_CACHE (default ~/.cache/edge-yolox-wheels, no spaces): the tool venv, one
@@ -68,13 +68,44 @@ build_env() {
   echo "$env/bin/python"
 }
 
-# Per target: zig's target triple with the glibc floor, the Python platform (wheel tag), the SOABI tail.
+# Per target: zig's target triple with the glibc floor (+ CPU flags), the Python platform (wheel tag), the SOABI
+# tail. armv7l: Debian armhf's baseline (ARMv7-A, VFPv3-D16, Thumb-2), as Raspberry Pi OS 32-bit on a Pi 2+.
 target_settings() {
+  ZIG_FLAGS=
   case $1 in
     aarch64) ZIG_TARGET=aarch64-linux-gnu.2.17 PLATFORM=linux-aarch64 SOABI_TAIL=aarch64-linux-gnu ;;
     x86_64) ZIG_TARGET=x86_64-linux-gnu.2.17 PLATFORM=linux-x86_64 SOABI_TAIL=x86_64-linux-gnu ;;
-    *) log "unknown --arch $1 (aarch64, x86_64)"; return 2 ;;
+    armv7l) ZIG_TARGET=arm-linux-gnueabihf.2.17 PLATFORM=linux-armv7l SOABI_TAIL=arm-linux-gnueabihf
+            ZIG_FLAGS="-mcpu=generic+v7a+vfp3d16+thumb2" ;;
+    *) log "unknown --arch $1 (aarch64, x86_64, armv7l)"; return 2 ;;
   esac
+}
+
+# 32-bit ARM: the host's (64-bit) headers with the pyconfig.h of Debian's armhf Python of the same X.Y.
+armhf_include() {
+  local version=$1 host_include=$2 suite dir=$CACHE/armhf-include/python$1 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+  case $version in
+    3.9) suite=bullseye ;;
+    3.11) suite=bookworm ;;
+    3.13) suite=trixie ;;
+    *) log "armv7l: no Debian armhf Python $version (3.9, 3.11, 3.13)"; return 2 ;;
+  esac
+  if [ ! -f "$dir/.complete" ]; then
+    log "fetching the armhf pyconfig.h of Debian $suite's libpython$version-dev"
+    local deb tmp
+    deb=$(curl -fsSL "$mirror/dists/$suite/main/binary-armhf/Packages.xz" | xz -d |
+          awk -v p="libpython$version-dev" '$1 == "Package:" { hit = ($2 == p) } hit && $1 == "Filename:" { print $2; hit = 0 }')
+    [ -n "$deb" ] || { log "libpython$version-dev not found in $suite armhf"; return 1; }
+    tmp=$(mktemp -d)
+    curl -fsSL -o "$tmp/dev.deb" "$mirror/$deb"
+    dpkg-deb -x "$tmp/dev.deb" "$tmp/root"
+    rm -rf "$dir" && mkdir -p "$dir"
+    cp -r "$host_include"/. "$dir"
+    cp "$tmp/root/usr/include/arm-linux-gnueabihf/python$version/pyconfig.h" "$dir/pyconfig.h"
+    rm -rf "$tmp"
+    touch "$dir/.complete"
+  fi
+  echo "$dir"
 }
 
 stage_sources() {
@@ -89,6 +120,7 @@ build_one() {
   python=$(build_env "$version")
   # Cross-compiling, CMake's FindPython does not ask the interpreter for its headers: name them.
   include=$("$python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+  [ "$arch" != armv7l ] || include=$(armhf_include "$version" "$include")
   stage=$CACHE/stage/$arch-py$version
   raw=$CACHE/raw/$arch-py$version
   stage_sources "$stage"
@@ -98,7 +130,8 @@ build_one() {
   # setup.py forwards EDGE_YOLOX_CMAKE_ARGS to CMake; _PYTHON_HOST_PLATFORM makes the wheel tag the target's.
   # LTO off: zig's LTO is not needed for three files, and on 32-bit ARM it broke C++ exceptions.
   # The build venv's bin first: its cmake and ninja.
-  PATH=$(dirname "$python"):$PATH EDGE_YOLOX_ZIG_TARGET=$ZIG_TARGET EDGE_YOLOX_TARGET_ARCH=$arch \
+  PATH=$(dirname "$python"):$PATH EDGE_YOLOX_ZIG_TARGET=$ZIG_TARGET EDGE_YOLOX_ZIG_FLAGS=$ZIG_FLAGS \
+  EDGE_YOLOX_TARGET_ARCH=$arch \
   _PYTHON_HOST_PLATFORM=$PLATFORM EDGE_YOLOX_CMAKE_ARGS="-DCMAKE_TOOLCHAIN_FILE=$ROOT/scripts/cross/zig-toolchain.cmake \
 -DPython_INCLUDE_DIR=$include -DEDGE_YOLOX_TARGET_SOABI=cpython-${version/./}-$SOABI_TAIL \
 -DCMAKE_INTERPROCEDURAL_OPTIMIZATION=OFF" \

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Test an aarch64 wheel of edge-yolox on an emulated 64-bit ARM Debian (qemu user mode, no binfmt, no root
-# filesystem image): import it, compare its C++ postprocess with the numpy reference on real model outputs
-# recorded here, then `edge-yolox run` on dog.jpg with the aarch64 NCNN wheel and the shared NCNN model.
+# Test an aarch64 (or armv7l) wheel of edge-yolox on an emulated ARM Debian (qemu user mode, no binfmt, no disk
+# image): import it, compare its C++ postprocess with the numpy reference on real model outputs recorded here,
+# then `edge-yolox run` on dog.jpg with the target's NCNN wheel and the shared NCNN model.
 #
-# Usage: scripts/test-aarch64.sh [--wheel PATH] [--suite bookworm|bullseye|trixie]
-#   --wheel   default: the newest matching wheel in wheelhouse/ (scripts/build-wheels.sh --arch aarch64)
+# Usage: scripts/test-aarch64.sh [--wheel PATH] [--suite bookworm|bullseye|trixie] [--arch aarch64|armv7l]
+#   --wheel   default: the newest matching wheel in wheelhouse/ (scripts/build-wheels.sh --arch ARCH)
 #   --suite   the Debian release whose Python runs the test: bullseye 3.9, bookworm 3.11 (default), trixie 3.13
+#   --arch    aarch64 (default) or armv7l (32-bit: numpy, yaml and OpenCV come from Debian, PyPI has no wheels)
 # Needs (Debian): debootstrap qemu-user-static, root (debootstrap), network to Debian and PyPI the first time.
 # Environment: EDGE_YOLOX_WHEEL_CACHE (default ~/.cache/edge-yolox-wheels) keeps the root filesystem and the
 # aarch64 dependencies; EDGE_YOLOX_SHARED_DATA (default ../shared/data) the real models and images; HOST_PYTHON
@@ -18,15 +19,15 @@ DATA=${EDGE_YOLOX_SHARED_DATA:-$ROOT/../shared/data}
 HOST_PYTHON=${HOST_PYTHON:-python3}
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SUITE=bookworm
+ARCH=aarch64
 WHEEL=
-# The runtime dependencies and the NCNN backend, as aarch64 wheels from PyPI.
-REQUIREMENTS="numpy opencv-python-headless pyyaml ncnn"
 
 while [ $# -gt 0 ]; do
   case $1 in
     --wheel) WHEEL=$2; shift 2 ;;
     --suite) SUITE=$2; shift 2 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    --arch) ARCH=$2; shift 2 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "test-aarch64: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -41,46 +42,66 @@ case $SUITE in
   trixie) PY=3.13 GLIBC_MINOR=41 ;;
   *) fail "unknown --suite $SUITE (bullseye, bookworm, trixie)" ;;
 esac
-ROOTFS=$CACHE/rootfs-$SUITE-arm64
-SITE=$CACHE/site-$SUITE-arm64
+# Per target: Debian's architecture, qemu, Debian packages beyond python3, the runtime dependencies and the
+# NCNN backend from PyPI.
+case $ARCH in
+  aarch64) DEB_ARCH=arm64 QEMU=qemu-aarch64-static DEB_PACKAGES=python3
+           REQUIREMENTS="numpy opencv-python-headless pyyaml ncnn" ;;
+  armv7l) DEB_ARCH=armhf QEMU=qemu-arm-static DEB_PACKAGES=python3,python3-numpy,python3-yaml,python3-opencv
+          REQUIREMENTS="--no-deps ncnn" ;;  # its numpy dependency comes from Debian: PyPI has no armv7l numpy
+  *) fail "unknown --arch $ARCH (aarch64, armv7l)" ;;
+esac
+ROOTFS=$CACHE/rootfs-$SUITE-$DEB_ARCH
+SITE=$CACHE/site-$SUITE-$DEB_ARCH
 
-for tool in qemu-aarch64-static debootstrap dpkg-deb; do
+for tool in "$QEMU" debootstrap dpkg-deb; do
   command -v "$tool" >/dev/null || fail "$tool not found: apt-get install qemu-user-static debootstrap"
 done
 for file in models/yolox_nano.onnx models/ncnn_yolox_nano/yoloxN.param images/dog.jpg; do
   [ -f "$DATA/$file" ] || fail "missing test data $DATA/$file (set EDGE_YOLOX_SHARED_DATA)"
 done
 if [ -z "$WHEEL" ]; then
-  WHEEL=$(ls -t "$ROOT"/wheelhouse/edge_yolox-*-cp${PY/./}-*aarch64*.whl 2>/dev/null | head -1) ||:
-  [ -n "$WHEEL" ] || fail "no cp${PY/./} aarch64 wheel in wheelhouse/: scripts/build-wheels.sh --arch aarch64 --python $PY"
+  WHEEL=$(ls -t "$ROOT"/wheelhouse/edge_yolox-*-cp${PY/./}-*"$ARCH".whl 2>/dev/null | head -1) ||:
+  [ -n "$WHEEL" ] || fail "no cp${PY/./} $ARCH wheel in wheelhouse/: scripts/build-wheels.sh --arch $ARCH --python $PY"
 fi
 
-# Unpack Debian's arm64 Python without running anything: debootstrap's first stage resolves and downloads
+# Unpack Debian's ARM Python without running anything: debootstrap's first stage resolves and downloads
 # the packages, dpkg-deb -x unpacks each (maintainer scripts are not needed to run python).
 make_rootfs() {
-  [ -f "$ROOTFS/.edge-yolox-ready" ] && return
-  log "unpacking Debian $SUITE arm64 with python$PY into $ROOTFS"
+  [ "$(cat "$ROOTFS/.edge-yolox-ready" 2>/dev/null)" = "$DEB_PACKAGES" ] && return
+  log "unpacking Debian $SUITE $DEB_ARCH with $DEB_PACKAGES into $ROOTFS"
   rm -rf "$ROOTFS"
-  debootstrap --foreign --arch=arm64 --variant=minbase --include=python3 "$SUITE" "$ROOTFS" "$DEBIAN_MIRROR" >&2
+  debootstrap --foreign --arch="$DEB_ARCH" --variant=minbase --include="$DEB_PACKAGES" "$SUITE" "$ROOTFS" \
+    "$DEBIAN_MIRROR" >&2
   for deb in "$ROOTFS"/var/cache/apt/archives/*.deb; do
     dpkg-deb -x "$deb" "$ROOTFS"
   done
   rm -f "$ROOTFS"/var/cache/apt/archives/*.deb
   [ -x "$ROOTFS/usr/bin/python$PY" ] || fail "no usr/bin/python$PY in $ROOTFS"
-  touch "$ROOTFS/.edge-yolox-ready"
+  echo "$DEB_PACKAGES" >"$ROOTFS/.edge-yolox-ready"
+}
+
+# Maintainer scripts did not run, so the BLAS/LAPACK alternatives Debian's numpy links against are missing:
+# link them (relative links, since qemu -L resolves absolute ones on the host).
+link_alternatives() {
+  local lib
+  for lib in "$ROOTFS"/usr/lib/*/blas/libblas.so.3 "$ROOTFS"/usr/lib/*/lapack/liblapack.so.3; do
+    [ -e "$lib" ] && ln -sfn "$(basename "$(dirname "$lib")")/$(basename "$lib")" "$(dirname "$(dirname "$lib")")/$(basename "$lib")"
+  done
+  return 0
 }
 
 # pip on the host fetches the target's wheels: every manylinux tag up to the suite's glibc.
 pip_target() {
   local platforms=() minor
-  for minor in $(seq 17 "$GLIBC_MINOR"); do platforms+=(--platform "manylinux_2_${minor}_aarch64"); done
-  "$HOST_PYTHON" -m pip install -q --upgrade --target "$@" "${platforms[@]}" --platform manylinux2014_aarch64 \
+  for minor in $(seq 17 "$GLIBC_MINOR"); do platforms+=(--platform "manylinux_2_${minor}_$ARCH"); done
+  "$HOST_PYTHON" -m pip install -q --upgrade --target "$@" "${platforms[@]}" --platform "manylinux2014_$ARCH" \
     --only-binary=:all: --python-version "$PY" --implementation cp
 }
 
 install_dependencies() {
   [ "$(cat "$SITE/deps/.requirements" 2>/dev/null)" = "$REQUIREMENTS" ] && return
-  log "installing aarch64 wheels of $REQUIREMENTS into $SITE/deps"
+  log "installing $ARCH wheels of $REQUIREMENTS into $SITE/deps"
   rm -rf "$SITE/deps"
   # shellcheck disable=SC2086
   pip_target "$SITE/deps" $REQUIREMENTS
@@ -97,6 +118,7 @@ step() {  # step NAME COMMAND...: run and time it
 
 begin=$(date +%s)
 step "root filesystem" make_rootfs
+link_alternatives
 step "dependencies" install_dependencies
 rm -rf "$SITE/wheel"
 step "wheel $(basename "$WHEEL")" pip_target "$SITE/wheel" --no-deps "$WHEEL"
@@ -105,7 +127,7 @@ step "recording real outputs on the host" "$HOST_PYTHON" "$ROOT/scripts/cross/ch
 # qemu -L: the emulated process sees $ROOTFS first (loader, libc, stdlib), the host filesystem for the rest.
 step "emulated check" env -i PATH=/usr/bin:/bin HOME=/tmp LANG=C.UTF-8 PYTHONNOUSERSITE=1 \
   PYTHONPATH="$SITE/wheel:$SITE/deps:$ROOT/tests" \
-  qemu-aarch64-static -L "$ROOTFS" "$ROOTFS/usr/bin/python$PY" "$ROOT/scripts/cross/check_wheel.py" check \
-  "$CACHE/test/dog-yolox_nano.npz" --cli "$SITE/wheel/bin/edge-yolox" \
+  "$QEMU" -L "$ROOTFS" "$ROOTFS/usr/bin/python$PY" "$ROOT/scripts/cross/check_wheel.py" check \
+  "$CACHE/test/dog-yolox_nano.npz" --arch "$ARCH" --cli "$SITE/wheel/bin/edge-yolox" \
   --ncnn-model "$DATA/models/ncnn_yolox_nano" --image "$DATA/images/dog.jpg"
 log "passed in $(( $(date +%s) - begin )) s"

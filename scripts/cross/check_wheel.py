@@ -24,6 +24,7 @@ import numpy as np
 INPUT_SIZE = (416, 416)
 # (conf, iou, class_agnostic, multi_label): the README reference setting plus the dense paths of NMS.
 CASES = [(0.3, 0.45, True, False), (0.01, 0.65, False, False), (0.05, 0.5, False, True)]
+SOABI_TAIL = {"aarch64": "aarch64-linux-gnu", "armv7l": "arm-linux-gnueabihf", "x86_64": "x86_64-linux-gnu"}
 EXPECTED_LABELS = {"dog", "bicycle", "car"}  # the NCNN model on dog.jpg (../shared/data/README.md)
 
 
@@ -60,7 +61,7 @@ def check_core(arch: str) -> None:
     core = sys.modules["edge_yolox._core"]  # loaded by the import above
     print(f"python {platform.python_version()} on {platform.machine()}, edge_yolox {edge_yolox.__version__}, "
           f"core {core.__file__}")
-    if platform.machine() != arch or arch not in Path(core.__file__).name:
+    if platform.machine() != arch or not Path(core.__file__).name.endswith(f"-{SOABI_TAIL[arch]}.so"):
         sys.exit(f"FAIL: expected the {arch} core under an {arch} Python, got {core.__file__} "
                  f"on {platform.machine()}")
 
