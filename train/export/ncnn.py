@@ -23,7 +23,7 @@ from edge_yolox.errors import ModelError
 
 from . import int8_ncnn
 from .calibration import DEFAULT_CALIB_N, check_request, load_calibration
-from .onnx import ExportGraph, split_output_names
+from .onnx import ExportGraph, check_image, split_output_names, torch_outputs
 
 PARAM_NAME, BIN_NAME = "model.ncnn.param", "model.ncnn.bin"
 INPUT_NAME = "images"
@@ -76,10 +76,8 @@ def convert_fp32(module: nn.Module, input_size: tuple[int, int], outputs: list[s
 def check_against_torch(module: nn.Module, param: Path, bin_: Path, image: np.ndarray, outputs: list[str],
                         int8: bool = False) -> float:
     """Max |ncnn - torch| over all outputs on one letterboxed image."""
-    with torch.no_grad():
-        expected = module(torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None].float())
     got = int8_ncnn.run_outputs(param, bin_, image, outputs, int8=int8)
-    return max(float(np.abs(g - e[0].numpy()).max()) for g, e in zip(got, expected))
+    return max(float(np.abs(g - e[0]).max()) for g, e in zip(got, torch_outputs(module, image)))
 
 
 def export_ncnn(
@@ -112,8 +110,8 @@ def export_ncnn(
         ncnn_model = convert_fp32(module, meta.input_size, outputs, work)
         fp32_param, fp32_bin = work / PARAM_NAME, work / BIN_NAME
         int8_ncnn.write_ncnn(ncnn_model, fp32_param, fp32_bin)
-        check_image = images[0] if images else _noise_image(meta.input_size)
-        diff = check_against_torch(module, fp32_param, fp32_bin, check_image, outputs)
+        probe = images[0] if images else check_image(meta.input_size)
+        diff = check_against_torch(module, fp32_param, fp32_bin, probe, outputs)
         print(f"ncnn fp32 vs torch: max |diff| {diff:.2e}")
         if not diff <= FP32_TOLERANCE:
             raise ModelError(f"the NCNN conversion does not match torch (max |diff| {diff:.3g} > {FP32_TOLERANCE})")
@@ -134,7 +132,7 @@ def export_ncnn(
             shutil.copyfile(fp32_param, param)
             shutil.copyfile(fp32_bin, bin_)
     if precision != "fp32":
-        diff = check_against_torch(module, param, bin_, check_image, outputs, int8=precision == "int8")
+        diff = check_against_torch(module, param, bin_, probe, outputs, int8=precision == "int8")
         print(f"ncnn {precision} vs torch: max |diff| {diff:.3g} (raw outputs)")
         extra["check_max_abs_diff"] = round(diff, 5)
     meta.layout, meta.outputs, meta.sigmoid_applied, meta.boxes_decoded = "split", outputs, True, False
@@ -142,6 +140,3 @@ def export_ncnn(
     meta.extra = {**meta.extra, **extra}
     return write_bundle(out_dir, meta)
 
-
-def _noise_image(size: tuple[int, int]) -> np.ndarray:
-    return np.random.default_rng(0).integers(0, 256, (*size, 3), dtype=np.uint8)

@@ -82,6 +82,15 @@ def write_onnx(graph: ExportGraph, path: Path, input_size: tuple[int, int], opse
     onnx.save(onnxslim.slim(str(path)), str(path))
 
 
+def torch_outputs(graph: nn.Module, image: np.ndarray) -> list[np.ndarray]:
+    """The export graph's outputs ([1, ...], NCHW) for one letterboxed HWC uint8 BGR image: the reference
+    every exporter checks its converted model against."""
+    x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)[None], dtype=np.float32))
+    with torch.no_grad():
+        out = graph(x)
+    return [t.numpy() for t in (out if isinstance(out, tuple) else (out,))]
+
+
 def check_onnx(graph: ExportGraph, path: Path, image: np.ndarray) -> float:
     """Max |onnxruntime - torch| over all outputs for one letterboxed HWC uint8 BGR image."""
     import onnxruntime as ort
@@ -89,10 +98,7 @@ def check_onnx(graph: ExportGraph, path: Path, image: np.ndarray) -> float:
     x = np.ascontiguousarray(image.transpose(2, 0, 1)[None], dtype=np.float32)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = session.run(graph.output_names(), {INPUT_NAME: x})
-    with torch.no_grad():
-        expected = graph(torch.from_numpy(x))
-    expected = expected if isinstance(expected, tuple) else (expected,)
-    return max(float(np.abs(g - e.numpy()).max()) for g, e in zip(got, expected))
+    return max(float(np.abs(g - e).max()) for g, e in zip(got, torch_outputs(graph, image)))
 
 
 def check_image(input_size: tuple[int, int]) -> np.ndarray:

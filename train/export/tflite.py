@@ -23,7 +23,7 @@ from edge_yolox.bundle import ModelMeta, write_bundle
 from edge_yolox.errors import ModelError
 
 from .calibration import DEFAULT_CALIB_N, check_request, load_calibration
-from .onnx import ExportGraph
+from .onnx import ExportGraph, check_image, torch_outputs
 
 MODEL_NAME = "model.tflite"
 FP32_TOLERANCE = 1e-2  # max |tflite - torch| on raw outputs; the float conversion lands near 1e-4
@@ -133,10 +133,8 @@ def calibrate(q, signature: str, samples) -> dict:
 
 def check_against_torch(module: nn.Module, path: Path, image: np.ndarray) -> float:
     """Max |tflite - torch| over all outputs on one letterboxed image (NHWC vs NCHW handled)."""
-    with torch.no_grad():
-        expected = module(torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None].float())
     got = run_tflite(_interpreter(path), image)
-    return max(float(np.abs(g[0] - e[0].permute(1, 2, 0).numpy()).max()) for g, e in zip(got, expected))
+    return max(float(np.abs(g[0] - e[0].transpose(1, 2, 0)).max()) for g, e in zip(got, torch_outputs(module, image)))
 
 
 def output_names(path: Path) -> list[str]:
@@ -160,12 +158,12 @@ def export_tflite(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / MODEL_NAME
-    check_image = images[0] if images else np.random.default_rng(0).integers(0, 256, (*meta.input_size, 3), np.uint8)
+    probe = images[0] if images else check_image(meta.input_size)
     extra: dict = {"input_layout": "nhwc"}
     with tempfile.TemporaryDirectory(prefix="edge-yolox-tflite-") as tmp:
         float_path = Path(tmp) / "float.tflite"
         convert_float(module, meta.input_size, float_path)
-        diff = check_against_torch(module, float_path, check_image)
+        diff = check_against_torch(module, float_path, probe)
         print(f"tflite float vs torch: max |diff| {diff:.2e}")
         if not diff <= FP32_TOLERANCE:
             raise ModelError(f"the TFLite conversion does not match torch (max |diff| {diff:.3g} > {FP32_TOLERANCE})")
@@ -176,7 +174,7 @@ def export_tflite(
         else:
             path.write_bytes(float_path.read_bytes())
     if precision == "int8":
-        diff = check_against_torch(module, path, check_image)
+        diff = check_against_torch(module, path, probe)
         print(f"tflite int8 vs torch: max |diff| {diff:.3g} (raw outputs)")
         extra["check_max_abs_diff"] = round(diff, 5)
     meta.layout, meta.outputs, meta.sigmoid_applied, meta.boxes_decoded = "split", output_names(path), True, False
