@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -13,6 +14,15 @@ from edge_yolox.backends import Backend, load_backend
 from edge_yolox.errors import ConfigError
 from edge_yolox.postprocess import postprocess
 from edge_yolox.preprocess import letterbox
+
+
+@dataclass
+class Prepared:
+    """A frame ready for the backend."""
+
+    input: np.ndarray  # the model's input tensor
+    ratio: float  # letterbox scale, to map boxes back to the frame
+    ms: float  # time the preparation took
 
 
 class Detector:
@@ -31,7 +41,6 @@ class Detector:
         self.options = dict(conf=conf, iou=iou, class_agnostic=class_agnostic, max_det=max_det,
                             **self.meta.postprocess_options)
         self.keep = None if classes is None else self._class_ids(classes)
-        self._canvas: Optional[np.ndarray] = None  # letterbox buffer reused across frames
 
     @property
     def class_names(self) -> list[str]:
@@ -52,18 +61,26 @@ class Detector:
             ids.append(i)
         return np.asarray(sorted(set(ids)), dtype=np.float32)
 
-    def detect(self, frame: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
-        """float32 [K, 6] (x1, y1, x2, y2, score, class_id) and the stage times in ms (pre, infer, post)."""
+    def prepare(self, frame: np.ndarray) -> Prepared:
+        """Letterbox and convert one frame to the model's input. Thread-safe: a source may call it ahead."""
         t0 = time.perf_counter()
-        self._canvas, ratio = letterbox(frame, self.meta.input_size, out=self._canvas)
+        canvas, ratio = letterbox(frame, self.meta.input_size)
+        return Prepared(self.backend.prepare(canvas), ratio, (time.perf_counter() - t0) * 1e3)
+
+    def detect(self, frame: np.ndarray, prepared: Optional[Prepared] = None) -> tuple[np.ndarray, dict[str, float]]:
+        """float32 [K, 6] (x1, y1, x2, y2, score, class_id) and the stage times in ms (pre, infer, post).
+
+        `prepared` is `prepare(frame)` done earlier (e.g. in the decoding thread, overlapping inference)."""
+        prepared = prepared or self.prepare(frame)
+        t0 = time.perf_counter()
+        outputs = self.backend.run(prepared.input)
         t1 = time.perf_counter()
-        outputs = self.backend.infer(self._canvas)
-        t2 = time.perf_counter()
-        dets = postprocess(outputs, self.meta.input_size, ratio=ratio, frame_size=frame.shape[:2], **self.options)
+        dets = postprocess(outputs, self.meta.input_size, ratio=prepared.ratio, frame_size=frame.shape[:2],
+                           **self.options)
         if self.keep is not None:
             dets = dets[np.isin(dets[:, 5], self.keep)]
-        t3 = time.perf_counter()
-        return dets, {"pre": (t1 - t0) * 1e3, "infer": (t2 - t1) * 1e3, "post": (t3 - t2) * 1e3}
+        t2 = time.perf_counter()
+        return dets, {"pre": prepared.ms, "infer": (t1 - t0) * 1e3, "post": (t2 - t1) * 1e3}
 
     def to_json(self, dets: np.ndarray) -> list[dict[str, Any]]:
         """Detections in the DESIGN.md record schema."""

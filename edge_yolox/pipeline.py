@@ -183,7 +183,7 @@ class Pipeline:
         return 0
 
     def process(self, frame) -> None:
-        dets, latency = self.detector.detect(frame.image)
+        dets, latency = self.detector.detect(frame.image, frame.prepared)
         detections = self.detector.to_json(dets)
         self.frames += 1
         fps = self.meter.add(time.monotonic(), latency, [d["label"] for d in detections])
@@ -222,7 +222,7 @@ def run(config: Config) -> int:
     """Open everything the config asks for and run until the source ends, the limit, or a signal."""
     detector = open_detector(config)
     try:
-        source = open_source(config.source, config.camera)
+        source = open_source(config.source, config.camera, detector.prepare)
     except BaseException:
         detector.close()
         raise

@@ -62,6 +62,16 @@ def test_ncnn_agrees_with_onnx_on_detections(onnx_backend, ncnn_backend, image):
     assert unmatched(ncnn, onnx, min_score=0.7) == []
 
 
+def test_detect_with_input_prepared_ahead(onnx_backend):
+    frame = cv2.imread(str(shared_path("images", "busstop.jpg")))
+    detector = Detector(onnx_backend, conf=0.3)
+    prepared = detector.prepare(frame)
+    assert prepared.input.shape == (1, 3, 416, 416) and prepared.ratio == pytest.approx(416 / 1664)
+    ahead, latency = detector.detect(frame, prepared)
+    now, _ = detector.detect(frame)
+    assert len(now) >= 3 and np.array_equal(ahead, now) and latency["pre"] == prepared.ms
+
+
 def test_ncnn_focus_rewrite_is_the_yolox_focus():
     """The in-memory rewrite of YoloV5Focus gives YOLOX's channel order, checked on random data."""
     import ncnn
@@ -96,7 +106,9 @@ def test_legacy_preprocessing_reaches_the_model(tmp_path):
     rgb = image[..., ::-1].astype(np.float32) / 255.0
     expected = ((rgb - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])).transpose(2, 0, 1)
     np.testing.assert_allclose(got[0], expected, rtol=1e-5, atol=1e-5)
-    assert np.array_equal(normalize(image, Preprocess()), to_nchw(image))
+    plain = image.astype(np.float32)[None]
+    assert np.array_equal(normalize(image, Preprocess()), plain.transpose(0, 3, 1, 2))
+    assert np.array_equal(normalize(image, Preprocess(), nchw=False), plain)
 
 
 def test_onnx_bundle_loads_and_detects(tmp_path, onnx_backend):
@@ -169,3 +181,16 @@ def test_meta_json_unreadable(tmp_path):
     (tmp_path / "meta.json").write_text(json.dumps({"num_classes": 80}))
     with pytest.raises(ModelError, match="meta.json"):
         load_backend(tmp_path)
+
+
+def test_tflite_pixel_levels_equal_the_float_quantization():
+    from edge_yolox.backends.tflite import pixel_levels, quantize
+
+    image = np.random.default_rng(2).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    x = normalize(image, Preprocess(), nchw=False)
+    for dtype, zero in ((np.int8, -128), (np.uint8, 0)):
+        detail = {"dtype": dtype, "quantization": (1.0, zero)}
+        levels = pixel_levels(image, detail)
+        assert levels.dtype == dtype and np.array_equal(levels, quantize(x, detail))
+    assert pixel_levels(image, {"dtype": np.int8, "quantization": (1 / 255, -128)}) is None
+    assert pixel_levels(image, {"dtype": np.int8, "quantization": (1.0, 0)}) is None

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 
 import cv2
@@ -30,6 +31,24 @@ def test_video_file_frame_by_frame():
     assert [f.index for f in frames] == list(range(20))
     assert frames[0].image.shape == (432, 768, 3) and src.fps == pytest.approx(10.0)
     assert not src.live and src.dropped == 0
+
+
+def test_file_source_prepares_ahead_in_its_thread():
+    """`prepare` runs in the decoding thread for every frame; a frame it fails on arrives unprepared."""
+    def prepare(image):
+        if len(seen) == 3:
+            seen.append(None)
+            raise ValueError("bad frame")
+        seen.append(threading.current_thread().name)
+        return image.mean()
+
+    seen = []
+    src = open_source(SourceConfig(uri=str(video())), CameraConfig(), prepare)
+    frames = [src.read() for _ in range(6)]
+    src.close()
+    assert [f.prepared is None for f in frames] == [False, False, False, True, False, False]
+    assert all(f.prepared == f.image.mean() for f in frames if f.prepared is not None)
+    assert {name for name in seen if name} == {"decode:" + src.name}
 
 
 def test_image_folder_skips_unreadable(tmp_path, caplog):

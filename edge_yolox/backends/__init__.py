@@ -3,7 +3,8 @@
 `load_backend(path)` accepts a model bundle (directory with meta.json) or a bare model made by another
 tool (.onnx, .tflite, .param/.bin, or a directory holding one); for bare models the metadata is inferred
 from the file and a probe inference, and what was inferred is logged. A Backend takes the letterboxed
-BGR uint8 image and returns raw head outputs ready for `postprocess(..., **backend.meta.postprocess_options)`.
+BGR uint8 image and returns raw head outputs ready for `postprocess(..., **backend.meta.postprocess_options)`,
+in two steps: `prepare` (the model's input tensor; may run in another thread, ahead) and `run` (the runtime).
 Backend libraries are imported only when their backend is used.
 """
 
@@ -21,6 +22,7 @@ import numpy as np
 from edge_yolox.backends.coco import COCO_NAMES
 from edge_yolox.bundle import META_NAME, ModelMeta, Preprocess, read_bundle
 from edge_yolox.errors import ModelError
+from edge_yolox.preprocess import to_nchw
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +36,10 @@ DEFAULT_INPUT_SIZE = (416, 416)
 
 
 class Backend:
-    """A loaded model. Subclasses set `name`, `meta` and implement `_run`."""
+    """A loaded model. Subclasses set `name`, `meta`, `nchw` and implement `run`."""
 
     name = ""
+    nchw = True
 
     def __init__(self, meta: ModelMeta, path: Path):
         self.meta = meta
@@ -44,11 +47,19 @@ class Backend:
 
     def infer(self, image: np.ndarray) -> list[np.ndarray]:
         """Letterboxed H×W×3 BGR uint8 image of meta.input_size -> raw outputs in postprocess order."""
+        return self.run(self.prepare(image))
+
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        """Letterboxed H×W×3 BGR uint8 image -> the model's input tensor. Touches no runtime state."""
+        self.check_size(image)
+        return normalize(image, self.meta.preprocess, self.nchw)
+
+    def check_size(self, image: np.ndarray) -> None:
         if image.shape[:2] != tuple(self.meta.input_size):
             raise ValueError(f"{self.path}: expects a {self.meta.input_size} image, got {image.shape[:2]}")
-        return self._run(image)
 
-    def _run(self, image: np.ndarray) -> list[np.ndarray]:
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        """The input tensor from `prepare` -> raw outputs in postprocess order."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -59,15 +70,15 @@ def normalize(image: np.ndarray, pre: Preprocess, nchw: bool = True) -> np.ndarr
     """uint8 BGR H×W×3 -> float32 model input ([1,3,H,W] or [1,H,W,3]) with the model's colour/mean/std."""
     if pre.color == "rgb":
         image = image[..., ::-1]
-    x = image.astype(np.float32)
+    x = to_nchw(image) if nchw else image[None].astype(np.float32)
+    channel = (3, 1, 1) if nchw else (3,)
     if pre.scale != 1.0:
         x *= pre.scale
     if pre.mean is not None:
-        x -= np.asarray(pre.mean, dtype=np.float32)
+        x -= np.asarray(pre.mean, dtype=np.float32).reshape(channel)
     if pre.std is not None:
-        x /= np.asarray(pre.std, dtype=np.float32)
-    x = x[None]
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2) if nchw else x)
+        x /= np.asarray(pre.std, dtype=np.float32).reshape(channel)
+    return x
 
 
 def grid_cells(input_size: Sequence[int], strides: Sequence[int]) -> list[int]:
@@ -142,13 +153,13 @@ def probe_conventions(outputs: list[np.ndarray], layout: str) -> tuple[bool, boo
 
 
 def bare_meta(path: Path, backend: str, input_size: Sequence[int],
-              run_raw: Callable[[np.ndarray], list[np.ndarray]]) -> tuple[ModelMeta, list[int]]:
+              infer_raw: Callable[[np.ndarray], list[np.ndarray]]) -> tuple[ModelMeta, list[int]]:
     """Metadata for a model without meta.json, and the order of its outputs for postprocess.
 
     The head layout comes from the output shapes and the score/box conventions from one probe inference.
     """
     strides = (8, 16, 32)
-    raw = run_raw(np.full((*input_size, 3), 114, np.uint8))
+    raw = infer_raw(np.full((*input_size, 3), 114, np.uint8))
     layout, num_classes, order = infer_head([o.shape for o in raw], input_size, strides, path)
     sigmoid, decoded = probe_conventions([raw[i] for i in order], layout)
     names = list(COCO_NAMES) if num_classes == 80 else [str(i) for i in range(num_classes)]

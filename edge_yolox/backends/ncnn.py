@@ -19,7 +19,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from edge_yolox.backends import Backend, bare_meta, check_input_size, import_runtime, normalize, static_size
+from edge_yolox.backends import Backend, bare_meta, check_input_size, import_runtime, static_size
 from edge_yolox.bundle import ModelMeta
 from edge_yolox.errors import ModelError
 
@@ -37,18 +37,19 @@ class NcnnBackend(Backend):
         self.input_blob = input_blob
         self.outputs = outputs
 
-    def _run(self, image: np.ndarray) -> list[np.ndarray]:
-        # ncnn.Mat wraps the numpy memory without copying: `chw` must stay alive until extract returns.
-        chw = normalize(image, self.meta.preprocess)[0]
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        return super().prepare(image)[0]  # ncnn takes C×H×W, no batch axis
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        # ncnn.Mat wraps the numpy memory without copying: the caller keeps `x` alive until extract returns.
         with self.net.create_extractor() as ex:
-            ex.input(self.input_blob, self.ncnn.Mat(chw))
+            ex.input(self.input_blob, self.ncnn.Mat(x))
             results = []
             for name in self.outputs:
                 ret, mat = ex.extract(name)
                 if ret != 0:
                     raise ModelError(f"{self.path}: ncnn failed to compute blob {name!r} (error {ret})")
                 results.append(np.array(mat))  # a copy: the Mat dies with the extractor
-        del chw
         return results
 
     def close(self) -> None:
@@ -168,7 +169,7 @@ def load(path: Path, meta: Optional[ModelMeta], threads: Optional[int] = None,
         return NcnnBackend(meta, path, net, ncnn, input_blob, outputs)
     size = static_size(hw if all(hw) else (None, None), input_size, path)
     probe = NcnnBackend(ModelMeta(num_classes=0, input_size=size), path, net, ncnn, input_blob, output_blobs)
-    meta, order = bare_meta(path, "ncnn", size, probe._run)
+    meta, order = bare_meta(path, "ncnn", size, probe.infer)
     meta.precision = "fp16" if fp16 else "fp32"
     return NcnnBackend(meta, path, net, ncnn, input_blob, [output_blobs[i] for i in order])
 

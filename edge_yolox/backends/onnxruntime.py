@@ -14,7 +14,6 @@ from edge_yolox.backends import (
     bundle_order,
     check_input_size,
     import_runtime,
-    normalize,
     static_size,
 )
 from edge_yolox.bundle import ModelMeta
@@ -33,8 +32,8 @@ class OnnxBackend(Backend):
         self.order = order
         self.input_name = session.get_inputs()[0].name
 
-    def _run(self, image: np.ndarray) -> list[np.ndarray]:
-        outputs = self.session.run(None, {self.input_name: normalize(image, self.meta.preprocess, self.nchw)})
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        outputs = self.session.run(None, {self.input_name: x})
         return [outputs[i] for i in self.order]
 
     def close(self) -> None:
@@ -65,5 +64,5 @@ def load(path: Path, meta: Optional[ModelMeta], threads: Optional[int] = None,
         return OnnxBackend(meta, path, session, nchw, bundle_order(meta, names, path))
     size = static_size(hw, input_size, path)
     probe = OnnxBackend(ModelMeta(num_classes=0, input_size=size), path, session, nchw, list(range(len(names))))
-    meta, order = bare_meta(path, "onnxruntime", size, probe._run)
+    meta, order = bare_meta(path, "onnxruntime", size, probe.infer)
     return OnnxBackend(meta, path, session, nchw, order)

@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from edge_yolox.backends import Backend, bare_meta, check_input_size, infer_head, normalize, static_size
+from edge_yolox.backends import Backend, bare_meta, check_input_size, infer_head, static_size
 from edge_yolox.bundle import ModelMeta
 from edge_yolox.errors import ModelError
 
@@ -40,14 +40,34 @@ class TfliteBackend(Backend):
         self.input = interpreter.get_input_details()[0]
         self.outputs = [interpreter.get_output_details()[i] for i in order]
 
-    def _run(self, image: np.ndarray) -> list[np.ndarray]:
-        x = normalize(image, self.meta.preprocess, self.nchw)
-        self.interpreter.set_tensor(self.input["index"], quantize(x, self.input))
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        if self.meta.preprocess.is_identity and not self.nchw:
+            self.check_size(image)
+            levels = pixel_levels(image, self.input)
+            if levels is not None:
+                return levels
+        return quantize(super().prepare(image), self.input)
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        self.interpreter.set_tensor(self.input["index"], x)
         self.interpreter.invoke()
         return [dequantize(self.interpreter.get_tensor(d["index"]), d) for d in self.outputs]
 
     def close(self) -> None:
         self.interpreter = None
+
+
+def pixel_levels(image: np.ndarray, detail: dict) -> Optional[np.ndarray]:
+    """The input's integer levels straight from uint8 pixels, when they are the pixels shifted (scale 1, as
+    our INT8 exporter writes): a ~0.02 ms bit flip instead of a ~5 ms float round trip. None otherwise."""
+    scale, zero = detail["quantization"]
+    if scale != 1.0:
+        return None
+    if detail["dtype"] == np.uint8 and zero == 0:
+        return image[None]
+    if detail["dtype"] == np.int8 and zero == -128:
+        return (image[None] ^ np.uint8(0x80)).view(np.int8)  # p - 128 in two's complement
+    return None
 
 
 def quantize(x: np.ndarray, detail: dict) -> np.ndarray:
@@ -96,7 +116,7 @@ def load(path: Path, meta: Optional[ModelMeta], threads: Optional[int] = None,
     size = static_size(hw, input_size, path)
     probe = TfliteBackend(ModelMeta(num_classes=0, input_size=size), path, interpreter, nchw,
                           list(range(len(details))))
-    meta, order = bare_meta(path, "tflite", size, probe._run)
+    meta, order = bare_meta(path, "tflite", size, probe.infer)
     return TfliteBackend(meta, path, interpreter, nchw, order)
 
 

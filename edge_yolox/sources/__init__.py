@@ -10,7 +10,11 @@ unless `source.realtime`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
 
 from edge_yolox.config import CameraConfig, SourceConfig
 from edge_yolox.errors import SourceError
@@ -42,7 +46,10 @@ def camera_opener(kind: str, cam: CameraConfig):
     return lambda: open_camera(cam.index, cam.width, cam.height, cam.fps, cam.fourcc)
 
 
-def open_source(source: SourceConfig, camera: CameraConfig) -> Source:
+def open_source(source: SourceConfig, camera: CameraConfig,
+                prepare: Optional[Callable[[np.ndarray], Any]] = None) -> Source:
+    """The source `source.uri` names. `prepare` (frame -> model input) runs ahead in the decoding thread of
+    sources that deliver every frame; live sources leave it to the caller, as most of their frames are dropped."""
     uri = source.uri
     backoff = (source.reconnect_min_s, source.reconnect_max_s)
     if uri in ("camera", "picamera2", "nvargus"):
@@ -60,7 +67,7 @@ def open_source(source: SourceConfig, camera: CameraConfig) -> Source:
         reader = open_images(path) if path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES else open_video(path)
     if source.realtime:
         return LiveSource(lambda: Paced(reader, reader.fps), backoff, reconnect=False)
-    return SequentialSource(reader)
+    return SequentialSource(reader, prepare=prepare)
 
 
 __all__ = ["Frame", "LiveSource", "SequentialSource", "Source", "open_source"]

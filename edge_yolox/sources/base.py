@@ -13,7 +13,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional, Protocol
+from typing import Any, Callable, Optional, Protocol
 
 import numpy as np
 
@@ -26,6 +26,7 @@ class Frame:
     index: int  # position in the source, counting dropped frames too
     ts: float  # wall-clock time of capture
     name: str = ""  # file name for image folders
+    prepared: Any = None  # the model input, when the source prepared it ahead (SequentialSource)
 
 
 class Reader(Protocol):
@@ -59,12 +60,13 @@ class Source:
 class SequentialSource(Source):
     """Every frame of a finite (or synthetic) source, in order; nothing is skipped.
 
-    A reader thread decodes up to `prefetch` frames ahead, so decoding overlaps inference instead of
-    adding to each frame's time.
+    A reader thread decodes (and with `prepare`, converts to the model's input) up to `prefetch` frames
+    ahead, so this work overlaps inference instead of adding to each frame's time.
     """
 
-    def __init__(self, reader: Reader, prefetch: int = 2):
+    def __init__(self, reader: Reader, prefetch: int = 2, prepare: Optional[Callable[[np.ndarray], Any]] = None):
         self.reader = reader
+        self.prepare = prepare
         self.name = reader.name
         self.fps = reader.fps
         self._queue: queue.Queue[Optional[Frame]] = queue.Queue(maxsize=prefetch)
@@ -81,11 +83,19 @@ class SequentialSource(Source):
                 log.warning("%s: cannot decode frame %d: %s", self.name, index, exc)
                 image = None
             frame = None if image is None else Frame(image, index, time.time(),
-                                                     getattr(self.reader, "current_name", ""))
+                                                     getattr(self.reader, "current_name", ""), self._prepare(image))
             self._queue.put(frame)
             if frame is None:
                 return
             index += 1
+
+    def _prepare(self, image: np.ndarray) -> Any:
+        if self.prepare is None:
+            return None
+        try:
+            return self.prepare(image)
+        except Exception:  # left to the pipeline, which prepares it again and reports the error its way
+            return None
 
     def read(self, timeout: float = 1.0) -> Optional[Frame]:
         if self.finished:
