@@ -3,10 +3,12 @@
     python bench/finetune.py coco128 [--epochs 10]    # fine-tune the official Nano on ../shared/data/coco128
     python bench/finetune.py scratch [--minutes 30]   # a Nano from scratch on synthetic scenes
 
-coco128: AP50:95 of yolox_nano_coco.pth before, then after each epoch of the full Nano recipe (mosaic, flip, HSV,
-affine, EMA; the last 2 epochs without augmentation, L1 on), and the mean loss of the first and last epoch: the
-fine-tune must not collapse the pretrained model (AP stays >= 0.30) and the loss must fall.
-scratch: AP50:95 / AP50 on held-out scenes after every epoch, with the minutes elapsed.
+coco128: AP50:95 and validation loss of yolox_nano_coco.pth before, then after each epoch of the full Nano recipe
+(mosaic, flip, HSV, affine, EMA; the last 2 epochs without augmentation, L1 on): the fine-tune must not collapse
+the pretrained model (AP stays >= 0.30) and the loss must fall. The validation loss (the trainer's: the same
+images every epoch, no augmentation, no L1) is the comparable one; the training loss moves with each epoch's
+mosaics and jumps when the tail adds L1.
+scratch: AP50:95 / AP50 and validation loss on held-out scenes after every epoch, with the minutes elapsed.
 Prints a Markdown table. CPU threads: --threads (default 2).
 """
 
@@ -24,11 +26,14 @@ import time
 from pathlib import Path
 
 SHARED = Path(os.environ.get("EDGE_YOLOX_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-EVAL_LINE = re.compile(r"epoch (\d+): AP50:95 ([\d.]+) AP50 ([\d.]+)")
+TABLE_HEAD = ("| epoch | minutes | AP50:95 | AP50 | validation loss (no aug) | mean training loss of the epoch |\n"
+              "|---|---|---|---|---|---|")
+EVAL_LINE = re.compile(r"epoch (\d+): AP50:95 ([\d.]+) AP50 ([\d.]+) validation loss ([\d.]+)")
 
 
-def train(args: list[str], threads: int) -> list[tuple[int, float, float, float]]:
-    """Run `edge-yolox train`, echoing its log; returns (epoch, minutes, AP, AP50) for every evaluation."""
+def train(args: list[str], threads: int) -> list[tuple[int, float, float, float, float]]:
+    """Run `edge-yolox train`, echoing its log; returns (epoch, minutes, AP, AP50, validation loss) for every
+    evaluation."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     start, evals = time.perf_counter(), []
     with subprocess.Popen([sys.executable, "-m", "edge_yolox.cli", "train", *args], env=env,
@@ -36,7 +41,8 @@ def train(args: list[str], threads: int) -> list[tuple[int, float, float, float]
         for line in proc.stderr:
             sys.stderr.write(line)
             if match := EVAL_LINE.search(line):
-                evals.append((int(match[1]), (time.perf_counter() - start) / 60, float(match[2]), float(match[3])))
+                evals.append((int(match[1]), (time.perf_counter() - start) / 60, float(match[2]), float(match[3]),
+                              float(match[4])))
     if proc.returncode != 0:
         sys.exit(f"training failed (exit {proc.returncode})")
     return evals
@@ -50,13 +56,14 @@ def epoch_losses(log_csv: Path) -> dict[int, float]:
     return {e: statistics.mean(float(r["total_loss"]) for r in rows if int(r["epoch"]) == e) for e in epochs}
 
 
-def evaluate_pth(weights: Path, data: Path) -> float:
+def evaluate_pth(weights: Path, data: Path) -> tuple[float, float, float]:
+    """(AP, AP50, validation loss) of a checkpoint, measured as the trainer measures them after each epoch."""
     from edge_yolox.train.checkpoint import model_from_checkpoint
     from edge_yolox.train.data.datasets import open_dataset
-    from edge_yolox.train.evaluate import evaluate_dataset
+    from edge_yolox.train.trainer import evaluate_ap, validation_loss
 
-    model = model_from_checkpoint(weights).model
-    return float(evaluate_dataset(model, open_dataset(data), (416, 416))["AP"])
+    model, dataset = model_from_checkpoint(weights).model, open_dataset(data)
+    return (*evaluate_ap(model, dataset, 416), validation_loss(model, dataset, 416))
 
 
 def coco128(args: argparse.Namespace, out: Path) -> None:
@@ -67,12 +74,11 @@ def coco128(args: argparse.Namespace, out: Path) -> None:
                    "--warmup-epochs", "1", "--no-aug-epochs", "2", "--eval-interval", "1"], args.threads)
     losses = epoch_losses(out / "log.csv")
     print(f"\nFine-tuning YOLOX-Nano (official COCO weights) on coco128, {args.epochs} epochs, batch 8, 416:\n")
-    print("| epoch | minutes | AP50:95 | AP50 |\n|---|---|---|---|")
-    print(f"| 0 (official weights) | 0 | {before:.3f} | |")
-    for epoch, minutes, ap, ap50 in evals:
-        print(f"| {epoch} | {minutes:.1f} | {ap:.3f} | {ap50:.3f} |")
-    first, last = losses[min(losses)], losses[max(losses)]
-    print(f"\nmean total loss: first epoch {first:.2f}, last epoch {last:.2f} ({last / first:.2f}x); "
+    print(TABLE_HEAD)
+    print(f"| 0 (official weights) | 0 | {before[0]:.3f} | {before[1]:.3f} | {before[2]:.3f} | |")
+    for epoch, minutes, ap, ap50, val_loss in evals:
+        print(f"| {epoch} | {minutes:.1f} | {ap:.3f} | {ap50:.3f} | {val_loss:.3f} | {losses[epoch - 1]:.2f} |")
+    print(f"\nvalidation loss {before[2]:.3f} -> {evals[-1][4]:.3f} ({evals[-1][4] / before[2]:.2f}x); "
           f"lowest AP after an epoch {min(e[2] for e in evals):.3f} (floor 0.30)")
 
 
@@ -88,9 +94,10 @@ def scratch(args: argparse.Namespace, out: Path) -> None:
                    "--multiscale", "256-384", "--workers", "2", "--warmup-epochs", "1",
                    "--no-aug-epochs", "1", "--eval-interval", "1"], args.threads)
     print(f"\nYOLOX-Nano from scratch on {args.images} synthetic scenes (320 px, batch 16), held-out AP:\n")
-    print("| epoch | minutes | AP50:95 | AP50 |\n|---|---|---|---|")
-    for epoch, minutes, ap, ap50 in evals:
-        print(f"| {epoch} | {minutes:.1f} | {ap:.3f} | {ap50:.3f} |")
+    losses = epoch_losses(out / "run" / "log.csv")
+    print(TABLE_HEAD)
+    for epoch, minutes, ap, ap50, val_loss in evals:
+        print(f"| {epoch} | {minutes:.1f} | {ap:.3f} | {ap50:.3f} | {val_loss:.3f} | {losses[epoch - 1]:.2f} |")
 
 
 def main() -> None:

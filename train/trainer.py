@@ -278,7 +278,7 @@ def load_resume(path: str) -> dict:
 class RunLog:
     """CSV of every logged step, TensorBoard when installed, and training_curves.png on demand (rank 0 only)."""
 
-    FIELDS = ("epoch", "iter", "lr", *LOSS_KEYS, "img_s", "ap", "ap50")
+    FIELDS = ("epoch", "iter", "lr", *LOSS_KEYS, "img_s", "ap", "ap50", "val_loss")
 
     def __init__(self, out: Path, resume: bool):
         self.out = out
@@ -317,6 +317,8 @@ class RunLog:
         fig, axes = plt.subplots(1, 3, figsize=(15, 4))
         for key in LOSS_KEYS[:5]:
             axes[0].plot(x, [float(r[key]) for r in steps], label=key)
+        axes[0].plot([float(r["epoch"]) for r in evals], [float(r["val_loss"]) for r in evals], "ko-",
+                     label="validation loss (no aug, no L1)")
         axes[0].set(title="losses", xlabel="epoch", yscale="log")
         axes[0].legend()
         axes[1].plot(x, [float(r["lr"]) for r in steps])
@@ -355,6 +357,29 @@ def evaluate_ap(model: nn.Module, dataset: DetectionDataset, img_size: int) -> t
 
     stats = evaluate_dataset(model, dataset, (img_size, img_size))
     return float(stats["AP"]), float(stats["AP50"])
+
+
+@torch.no_grad()
+def validation_loss(model: nn.Module, dataset: DetectionDataset, img_size: int, batch: int = 8) -> float:
+    """Mean total loss (without L1) over a dataset letterboxed to img_size with no augmentation, in eval mode.
+
+    Unlike the training loss, which moves with each epoch's mosaics and jumps when the no-aug tail adds L1,
+    this is the same measurement every epoch: it shows whether the model is learning."""
+    data = TrainDataset(dataset, (img_size, img_size), AugmentConfig(mosaic_prob=0, mixup_prob=0, hsv_prob=0,
+                                                                    flip_prob=0))
+    data.set_epoch(0, strong=False)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    try:
+        for images, targets in torch.utils.data.DataLoader(data, batch_size=batch):
+            loss = model.head.loss(model.backbone(images.to(device)), targets.to(device))["total_loss"]
+            total += float(loss) * len(images)
+            count += len(images)
+    finally:
+        model.train(was_training)
+    return total / max(count, 1)
 
 
 class Trainer:
@@ -513,10 +538,11 @@ class Trainer:
         if self.rank == 0:
             ap = None
             if should_eval:
-                ap, ap50 = evaluate_ap(self.ema.model if self.ema else unwrap(self.model), self.val_dataset,
-                                       self.cfg.img_size)
-                self.say(f"epoch {epoch + 1}: AP50:95 {ap:.4f} AP50 {ap50:.4f}")
-                self.log.write({"epoch": epoch + 1, "iter": 0, "ap": ap, "ap50": ap50},
+                model = self.ema.model if self.ema else unwrap(self.model)
+                ap, ap50 = evaluate_ap(model, self.val_dataset, self.cfg.img_size)
+                val_loss = validation_loss(model, self.val_dataset, self.cfg.img_size)
+                self.say(f"epoch {epoch + 1}: AP50:95 {ap:.4f} AP50 {ap50:.4f} validation loss {val_loss:.3f}")
+                self.log.write({"epoch": epoch + 1, "iter": 0, "ap": ap, "ap50": ap50, "val_loss": val_loss},
                                (epoch + 1) * self.iters_per_epoch)
                 self.log.plot()
             save = dict(model=self.model, ema=self.ema, optimizer=self.optimizer, epoch=epoch, cfg=self.cfg,

@@ -154,15 +154,20 @@ class YOLOXHead(nn.Module):
         """[reg8, obj8, cls8, reg16, ...]: reg raw, obj/cls sigmoided — the export layout."""
         return [t for reg, obj, cls in self.level_logits(features) for t in (reg, obj.sigmoid(), cls.sigmoid())]
 
-    def forward(self, features: Sequence[torch.Tensor], targets: torch.Tensor | None = None):
-        levels = self.level_logits(features)
-        if self.training:
-            raw = [torch.cat(level, 1) for level in levels]
-            if targets is None:
-                return raw
-            from ..losses import yolox_loss  # the training side; only needed for training
+    def loss(self, features: Sequence[torch.Tensor], targets: torch.Tensor,
+             use_l1: bool = False) -> dict[str, torch.Tensor]:
+        """The training loss terms (see `yolox_loss`) of these features against `targets`, in any mode."""
+        from ..losses import yolox_loss  # the training side; only needed for training
 
-            return yolox_loss(raw, self.strides, targets, self.use_l1, assign_mode=self.assign_mode)
+        raw = [torch.cat(level, 1) for level in self.level_logits(features)]
+        return yolox_loss(raw, self.strides, targets, use_l1, assign_mode=self.assign_mode)
+
+    def forward(self, features: Sequence[torch.Tensor], targets: torch.Tensor | None = None):
+        if self.training:
+            if targets is None:
+                return [torch.cat(level, 1) for level in self.level_logits(features)]
+            return self.loss(features, targets, self.use_l1)
+        levels = self.level_logits(features)
         maps = [torch.cat((reg, obj.sigmoid(), cls.sigmoid()), 1) for reg, obj, cls in levels]
         flat = torch.cat([m.flatten(2) for m in maps], 2).transpose(1, 2)
         return self.decode(flat, [m.shape[-2:] for m in maps]) if self.decode_in_inference else flat
