@@ -41,9 +41,11 @@ class CMakeBuild(build_ext):
         # because pip on older Pythons cannot forward -C options.
         configure += os.environ.get("EDGE_YOLOX_CMAKE_ARGS", "").split()
         try:
-            import ninja  # noqa: F401
+            import ninja
 
-            configure += ["-G", "Ninja"]
+            # Named explicitly: a build tree reused by a later `pip install .` would otherwise keep the path
+            # of the previous, since deleted, isolated build environment's ninja.
+            configure += ["-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={Path(ninja.BIN_DIR) / 'ninja'}"]
         except ImportError:
             pass
         subprocess.run(configure, cwd=build_dir, check=True)
