@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import cv2
 import numpy as np
 
 PAD_VALUE = 114
 
 
-def letterbox(
-    frame: np.ndarray, size: tuple[int, int], out: Optional[np.ndarray] = None
-) -> tuple[np.ndarray, float]:
+def letterbox(frame: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, float]:
     """Scale `frame` (H×W×3 uint8) to fit `size` (h, w) keeping its aspect, pad right/bottom with 114.
 
-    Returns the (h, w, 3) uint8 image and the scale ratio. Pass the previous result as `out` to reuse
-    its memory on every frame.
+    Returns the (h, w, 3) uint8 image and the scale ratio.
     """
     if frame is None or frame.ndim != 3 or frame.shape[2] != 3 or frame.shape[0] == 0 or frame.shape[1] == 0:
         shape = None if frame is None else frame.shape
@@ -24,8 +19,7 @@ def letterbox(
     h, w = size
     ratio = min(h / frame.shape[0], w / frame.shape[1])
     new_w, new_h = int(frame.shape[1] * ratio), int(frame.shape[0] * ratio)
-    if out is None or out.shape != (h, w, 3):
-        out = np.empty((h, w, 3), dtype=np.uint8)
+    out = np.empty((h, w, 3), dtype=np.uint8)
     out[new_h:, :] = PAD_VALUE
     out[:new_h, new_w:] = PAD_VALUE
     cv2.resize(frame, (new_w, new_h), dst=out[:new_h, :new_w], interpolation=cv2.INTER_LINEAR)

@@ -317,7 +317,8 @@ class RunLog:
         fig, axes = plt.subplots(1, 3, figsize=(15, 4))
         for key in LOSS_KEYS[:5]:
             axes[0].plot(x, [float(r[key]) for r in steps], label=key)
-        axes[0].plot([float(r["epoch"]) for r in evals], [float(r["val_loss"]) for r in evals], "ko-",
+        validated = [r for r in evals if r.get("val_loss")]  # a log resumed from before it was measured has none
+        axes[0].plot([float(r["epoch"]) for r in validated], [float(r["val_loss"]) for r in validated], "ko-",
                      label="validation loss (no aug, no L1)")
         axes[0].set(title="losses", xlabel="epoch", yscale="log")
         axes[0].legend()

@@ -41,11 +41,10 @@ class TfliteBackend(Backend):
         self.outputs = [interpreter.get_output_details()[i] for i in order]
 
     def prepare(self, image: np.ndarray) -> np.ndarray:
-        if self.meta.preprocess.is_identity and not self.nchw:
+        identity = self.meta.preprocess.is_identity and not self.nchw
+        if identity and (levels := pixel_levels(image, self.input)) is not None:
             self.check_size(image)
-            levels = pixel_levels(image, self.input)
-            if levels is not None:
-                return levels
+            return levels
         return quantize(super().prepare(image), self.input)
 
     def run(self, x: np.ndarray) -> list[np.ndarray]:

@@ -23,6 +23,7 @@ from typing import Optional, Union
 import numpy as np
 
 from edge_yolox.errors import ModelError
+from edge_yolox.preprocess import to_nchw
 
 MAGIC = 7767517
 TAG_FP32, TAG_FP16, TAG_INT8 = 0, 0x01306B47, 0x000D4B38
@@ -273,7 +274,7 @@ def run_blobs(net, input_blob: str, image: np.ndarray, blobs: Iterable[str]) -> 
     """Feed one letterboxed H×W×3 uint8 image and yield (name, array) for each requested blob."""
     import ncnn
 
-    chw = np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)
+    chw = to_nchw(image)[0]
     ex = net.create_extractor()
     ex.set_light_mode(False)  # keep intermediate blobs so each is computed once for all extractions
     ex.input(input_blob, ncnn.Mat(chw))  # ncnn.Mat borrows chw: it stays alive until the extractions end

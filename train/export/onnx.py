@@ -18,6 +18,7 @@ from torch import nn
 
 from edge_yolox.bundle import ModelMeta, write_bundle
 from edge_yolox.errors import ModelError
+from edge_yolox.preprocess import to_nchw
 
 from ..models import YOLOX, UnshuffleFocus
 
@@ -85,9 +86,8 @@ def write_onnx(graph: ExportGraph, path: Path, input_size: tuple[int, int], opse
 def torch_outputs(graph: nn.Module, image: np.ndarray) -> list[np.ndarray]:
     """The export graph's outputs ([1, ...], NCHW) for one letterboxed HWC uint8 BGR image: the reference
     every exporter checks its converted model against."""
-    x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)[None], dtype=np.float32))
     with torch.no_grad():
-        out = graph(x)
+        out = graph(torch.from_numpy(to_nchw(image)))
     return [t.numpy() for t in (out if isinstance(out, tuple) else (out,))]
 
 
@@ -95,9 +95,8 @@ def check_onnx(graph: ExportGraph, path: Path, image: np.ndarray) -> float:
     """Max |onnxruntime - torch| over all outputs for one letterboxed HWC uint8 BGR image."""
     import onnxruntime as ort
 
-    x = np.ascontiguousarray(image.transpose(2, 0, 1)[None], dtype=np.float32)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run(graph.output_names(), {INPUT_NAME: x})
+    got = session.run(graph.output_names(), {INPUT_NAME: to_nchw(image)})
     return max(float(np.abs(g - e).max()) for g, e in zip(got, torch_outputs(graph, image)))
 
 

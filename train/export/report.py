@@ -13,6 +13,7 @@ from typing import Callable, Optional, Union
 import numpy as np
 
 from edge_yolox.bundle import read_bundle
+from edge_yolox.preprocess import to_nchw
 
 from ..data.datasets import open_dataset
 from ..evaluate import OFFICIAL_CONF, OFFICIAL_IOU, detector_detect_fn, evaluate, evaluate_dataset
@@ -40,7 +41,7 @@ def median_ms(run: Callable[[], object], runs: int) -> float:
 def torch_latency(model, image: np.ndarray, runs: int) -> dict[str, float]:
     import torch
 
-    x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None].float()
+    x = torch.from_numpy(to_nchw(image))
     saved, result = torch.get_num_threads(), {}
     try:
         for n in THREADS:

@@ -159,14 +159,15 @@ class YOLOXHead(nn.Module):
         """The training loss terms (see `yolox_loss`) of these features against `targets`, in any mode."""
         from ..losses import yolox_loss  # the training side; only needed for training
 
-        raw = [torch.cat(level, 1) for level in self.level_logits(features)]
-        return yolox_loss(raw, self.strides, targets, use_l1, assign_mode=self.assign_mode)
+        return yolox_loss(self.raw_outputs(features), self.strides, targets, use_l1, assign_mode=self.assign_mode)
+
+    def raw_outputs(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Per stride [B, 5+C, H, W]: raw regression, objectness and class logits (what the loss takes)."""
+        return [torch.cat(level, 1) for level in self.level_logits(features)]
 
     def forward(self, features: Sequence[torch.Tensor], targets: torch.Tensor | None = None):
         if self.training:
-            if targets is None:
-                return [torch.cat(level, 1) for level in self.level_logits(features)]
-            return self.loss(features, targets, self.use_l1)
+            return self.raw_outputs(features) if targets is None else self.loss(features, targets, self.use_l1)
         levels = self.level_logits(features)
         maps = [torch.cat((reg, obj.sigmoid(), cls.sigmoid()), 1) for reg, obj, cls in levels]
         flat = torch.cat([m.flatten(2) for m in maps], 2).transpose(1, 2)
