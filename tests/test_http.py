@@ -1,15 +1,19 @@
 """Live preview, metrics and health over HTTP, from a real `edge-yolox run` on the real video, read with a
-real HTTP client (urllib) and rendered by headless Chromium."""
+real HTTP client (urllib) and rendered by headless Chromium; hostile names, idle and slow clients."""
 
 from __future__ import annotations
 
+import contextlib
+import html
 import json
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -35,6 +39,67 @@ def get(url: str, accept: str = "*/*", timeout: float = 10) -> tuple[int, str, b
             return response.status, response.headers["Content-Type"], response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.headers["Content-Type"], exc.read()
+
+
+def response_headers(url: str, method: str = "GET"):
+    request = urllib.request.Request(url, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # the body is not read: it may be a stream
+            return response.headers
+    except urllib.error.HTTPError as exc:
+        return exc.headers
+
+
+def read_until_closed(sock: socket.socket, timeout: float) -> bytes | None:
+    """What the server sent before it closed the connection; None while it is still open after `timeout`."""
+    sock.settimeout(timeout)
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except TimeoutError:
+        return None
+    except ConnectionResetError:
+        pass
+    return data
+
+
+def wait_for(condition, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return condition()
+
+
+@contextlib.contextmanager
+def feeding(sink: http_sink.HttpSink, record: dict, images: list[np.ndarray]):
+    """A live source while the block runs: a frame every 10 ms (a stream with none stalls Chromium's clock)."""
+    stop = threading.Event()
+
+    def feed():
+        index = 0
+        while not stop.is_set():
+            sink.write({**record, "frame": index}, images[index % len(images)])
+            index += 1
+            time.sleep(0.01)
+
+    thread = threading.Thread(target=feed, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def chromium_or_skip() -> str:
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        message = "chromium not installed (apt-get install chromium): needed to render the preview page"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return chromium
 
 
 def mjpeg_frames(url: str, count: int, accept: str = "*/*") -> list[np.ndarray]:
@@ -83,7 +148,8 @@ def served():
 
 def test_page_stream_stats_health(served):
     status, kind, body = get(served + "/", accept="text/html,application/xhtml+xml")
-    assert status == 200 and kind.startswith("text/html") and b"stream.mjpg" in body
+    assert status == 200 and kind.startswith("text/html") and b'src="preview.js"' in body
+    assert b"stream.mjpg" in get(served + "/preview.js")[2]  # the page's script starts the stream
     frames = mjpeg_frames(served + "/stream.mjpg", 3)
     assert all(f.shape == (432, 768, 3) for f in frames)  # the video's frames, annotated
     assert mjpeg_frames(served + "/", 1)[0].shape == (432, 768, 3)  # `/` is the stream itself for non-browsers
@@ -113,12 +179,7 @@ def test_metrics_are_prometheus_text(served):
 
 
 def test_screenshot_in_headless_chromium(served, tmp_path):
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        message = "chromium not installed (apt-get install chromium): needed for the preview screenshot"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(message)
-        pytest.skip(message)
+    chromium = chromium_or_skip()
     shot = Path(os.environ.get("EDGE_YOLOX_SCREENSHOT", tmp_path / "preview.png"))
     subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
                     "--window-size=1000,460", "--virtual-time-budget=4000", f"--screenshot={shot}", served + "/"],
@@ -128,7 +189,7 @@ def test_screenshot_in_headless_chromium(served, tmp_path):
     stream = image[:360, :640]  # where the <img> is laid out: the video frame, scaled to 640 wide
     side = image[:, 660:]
     assert stream.std() > 20  # a real picture, not the empty black box of a stream that never came
-    assert (side > 150).any()  # the stats text (light on dark) was filled in by the page's script
+    assert (side > 150).any()  # the stats text (light on dark) was filled in by the page's script, under the CSP
 
 
 # ---- the sink in-process
@@ -164,3 +225,104 @@ def test_label_values_are_escaped():
         assert all(SAMPLE.match(line) for line in sink.metrics().splitlines() if not line.startswith("#"))
     finally:
         sink.close()
+
+
+# ---- hostile data and hostile clients
+
+
+def payload(name: str) -> str:
+    """Markup that, if parsed as HTML, sets the title and requests /pwned-NAME from the server."""
+    return (f"<img src=x onerror=\"document.title='pwned';fetch('/pwned-{name}')\">"
+            f"<svg onload=\"fetch('/pwned-{name}')\">")
+
+
+def test_hostile_names_render_as_text_and_run_nothing(tmp_path, caplog):
+    chromium = chromium_or_skip()
+    caplog.set_level("DEBUG", logger=http_sink.__name__)  # the server logs every request it gets
+    ctx = SinkContext(device=payload("device"), board="x86", model=payload("model"), source=payload("source"))
+    sink = http_sink.from_config({"listen": "0"}, ctx)
+    record = {"fps": 5.0, "latency_ms": {"infer": 12.0},
+              "detections": [{"label": payload("label"), "class_id": 0, "score": 0.9, "box": [0, 0, 9, 9]}]}
+    try:
+        with feeding(sink, record, [np.zeros((48, 64, 3), np.uint8)]):
+            dom = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=3000",
+                                  "--dump-dom", f"http://127.0.0.1:{sink.address[1]}/"],
+                                 check=True, capture_output=True, text=True, timeout=120, cwd=tmp_path).stdout
+    finally:
+        sink.close()
+    requests = [r.getMessage() for r in caplog.records if '"GET /' in r.getMessage()]
+    assert any("/preview.js" in r for r in requests) and any("/stats.json" in r for r in requests)
+    assert not [r for r in requests if "/pwned" in r or "GET /x " in r], requests  # no handler ran, no <img> made
+    assert "<title>edge-yolox</title>" in dom and 'src="x"' not in dom and "<svg" not in dom
+    for name in ("model", "source", "label"):  # each shown whole, as text, in its own cell
+        assert f"<td>{html.escape(payload(name), quote=False)}</td>" in dom
+    assert f'<h1 id="title">edge-yolox · {html.escape(payload("device"), quote=False)}</h1>' in dom
+
+
+def test_every_response_carries_a_strict_csp_and_the_page_has_nothing_inline():
+    sink = http_sink.from_config({"listen": "0"}, CTX)
+    try:
+        base = f"http://127.0.0.1:{sink.address[1]}"
+        _, _, page = get(base + "/", accept="text/html")
+        assert b"<script src=" in page and not re.search(rb"<script(?! src=)|<style|\son[a-z]+=", page)
+        for path, method in [("/", "GET"), ("/preview.js", "GET"), ("/preview.css", "GET"), ("/stats.json", "GET"),
+                             ("/nope", "GET"), ("/", "POST")]:  # POST: the stdlib's own 501 page
+            headers = response_headers(base + path, method)
+            csp = headers["Content-Security-Policy"]
+            assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp and "unsafe" not in csp, path
+            assert headers["X-Content-Type-Options"] == "nosniff", path
+        assert response_headers(base + "/preview.js")["Content-Type"].startswith("text/javascript")
+    finally:
+        sink.close()
+
+
+def test_connections_are_capped_and_idle_ones_closed():
+    sink = http_sink.from_config({"listen": "0", "max_connections": 4, "idle_s": 3.0}, CTX)
+    address = ("127.0.0.1", sink.address[1])
+    baseline = threading.active_count()
+    sockets = []
+    try:
+        kept_alive = socket.create_connection(address)  # served once, then idle on an HTTP/1.1 keep-alive
+        sockets.append(kept_alive)
+        kept_alive.sendall(b"GET /stats.json HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert kept_alive.recv(65536).startswith(b"HTTP/1.1 200")
+        idle = [socket.create_connection(address) for _ in range(15)]  # connect, then send nothing
+        sockets += idle
+        time.sleep(0.3)
+        assert threading.active_count() - baseline <= 4  # one thread per served connection, no more
+        outcomes = [read_until_closed(s, 0.1) for s in idle]
+        assert sum(o is None for o in outcomes) == 3  # the slots left: held open
+        assert all(o.startswith(b"HTTP/1.1 503") for o in outcomes if o is not None)  # the rest: busy, at once
+        started = time.monotonic()
+        with socket.create_connection(address) as late:
+            late.sendall(b"GET /stats.json HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert read_until_closed(late, 1.0) is not None and time.monotonic() - started < 1.0
+        held = [kept_alive] + [s for s, o in zip(idle, outcomes) if o is None]
+        assert all(read_until_closed(s, 4.0) is not None for s in held)  # closed by the server after idle_s
+        assert get(f"http://127.0.0.1:{address[1]}/stats.json")[0] == 200  # slots free again
+        assert wait_for(lambda: threading.active_count() <= baseline, 3)
+    finally:
+        for s in sockets:
+            s.close()
+        sink.close()
+
+
+def test_a_viewer_that_stops_reading_is_dropped():
+    sink = http_sink.from_config({"listen": "0", "fps": 100.0, "idle_s": 0.5, "max_connections": 2}, CTX)
+    noise = [np.random.default_rng(k).integers(0, 256, (240, 320, 3), np.uint8) for k in range(4)]  # ~60 kB JPEGs
+    try:
+        with feeding(sink, {"detections": []}, noise), socket.socket() as slow:
+            slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window: the server's sends block
+            slow.connect(("127.0.0.1", sink.address[1]))
+            slow.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert wait_for(lambda: sink.viewers == 1, 5)
+            assert wait_for(lambda: sink.viewers == 0, 15), "a viewer that reads nothing kept its connection"
+            assert len(mjpeg_frames(f"http://127.0.0.1:{sink.address[1]}/stream.mjpg", 2)) == 2  # readers still served
+    finally:
+        sink.close()
+
+
+def test_limits_are_validated():
+    for bad in ({"max_connections": 0}, {"idle_s": 0}, {"idle_s": -1.0}):
+        with pytest.raises(ConfigError, match="outputs.http: max_connections must be >= 1, idle_s > 0"):
+            http_sink.from_config({"listen": "0", **bad}, CTX)

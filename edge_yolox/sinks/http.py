@@ -8,12 +8,17 @@
 
 `write` only keeps a reference to the newest frame. An encoder thread annotates and JPEG-encodes it, at most
 `fps` times a second and only while someone watches, so the preview costs inference nothing when unused.
+
+Class names and source paths come from files and flags: the page shows them as text (no inline script, a
+strict Content-Security-Policy). At most `max_connections` clients are served at once (more get a 503), and
+a client that sends or takes nothing for `idle_s` seconds is disconnected.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 import time
 from collections import Counter
@@ -26,8 +31,14 @@ from edge_yolox.errors import ConfigError
 from edge_yolox.sinks import Sink, SinkContext, options
 
 NAME = "http"
-DEFAULTS = {"listen": "", "fps": 10.0, "quality": 75, "width": 0, "stale_s": 10.0}
+DEFAULTS = {"listen": "", "fps": 10.0, "quality": 75, "width": 0, "stale_s": 10.0, "max_connections": 16,
+            "idle_s": 10.0}
 BOUNDARY = "edge-yolox-frame"
+# Scripts, styles, images and fetches from this server only; nothing inline, no plugins, no framing.
+SECURITY_HEADERS = {"Content-Security-Policy": "default-src 'self'; object-src 'none'; base-uri 'none'; "
+                                               "form-action 'none'; frame-ancestors 'none'",
+                    "X-Content-Type-Options": "nosniff"}
+BUSY = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 log = logging.getLogger(__name__)
 
 
@@ -53,15 +64,17 @@ def from_config(section: dict, ctx: SinkContext) -> HttpSink:
     host, port = parse_listen(opts["listen"])
     if opts["fps"] <= 0 or not 1 <= opts["quality"] <= 100 or opts["width"] < 0:
         raise ConfigError(f"outputs.{NAME}: fps must be > 0, quality 1-100, width >= 0")
+    if opts["max_connections"] < 1 or not opts["idle_s"] > 0:
+        raise ConfigError(f"outputs.{NAME}: max_connections must be >= 1, idle_s > 0")
     return HttpSink(host, port, ctx, float(opts["fps"]), int(opts["quality"]), int(opts["width"]),
-                    float(opts["stale_s"]))
+                    float(opts["stale_s"]), int(opts["max_connections"]), float(opts["idle_s"]))
 
 
 class HttpSink(Sink):
     wants_frames = True
 
     def __init__(self, host: str, port: int, ctx: SinkContext, fps: float = 10.0, quality: int = 75,
-                 width: int = 0, stale_s: float = 10.0):
+                 width: int = 0, stale_s: float = 10.0, max_connections: int = 16, idle_s: float = 10.0):
         self.ctx, self.interval, self.quality, self.width, self.stale_s = ctx, 1.0 / fps, quality, width, stale_s
         self.cond = threading.Condition()
         self.closing = False
@@ -73,12 +86,11 @@ class HttpSink(Sink):
         self.last_write: Optional[float] = None
         self.last_stats: dict[str, Any] = {}
         self.detections: Counter[str] = Counter()
-        handler = type("Handler", (Handler,), {"sink": self})
+        handler = type("Handler", (Handler,), {"sink": self, "timeout": idle_s})  # timeout: per socket operation
         try:
-            self.server = ThreadingHTTPServer((host, port), handler)
+            self.server = PreviewServer((host, port), handler, max_connections)
         except OSError as exc:
             raise ConfigError(f"outputs.{NAME}.listen: cannot listen on {host}:{port} ({exc.strerror})") from None
-        self.server.daemon_threads = True
         self.address = self.server.server_address[:2]
         self.threads = [threading.Thread(target=self.server.serve_forever, name="http-server", daemon=True),
                         threading.Thread(target=self._encoder, name="http-encoder", daemon=True)]
@@ -208,6 +220,41 @@ def _labels(labels: dict[str, Any]) -> str:
     return "{" + ",".join(f'{k}="{escape(v)}"' for k, v in labels.items()) + "}" if labels else ""
 
 
+class PreviewServer(ThreadingHTTPServer):
+    """One thread per connection, at most `max_connections` of them: beyond that a client gets a 503 at once."""
+
+    daemon_threads = True
+    request_queue_size = 64  # a burst beyond the cap is answered 503 at once, not left to the kernel's SYN retries
+
+    def __init__(self, address: tuple[str, int], handler: type, max_connections: int):
+        self.slots = threading.BoundedSemaphore(max_connections)
+        super().__init__(address, handler)
+
+    def process_request(self, request: socket.socket, client_address: Any) -> None:
+        if not self.slots.acquire(blocking=False):
+            self._refuse(request)
+            return
+        try:
+            super().process_request(request, client_address)  # starts the connection's thread
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request: socket.socket, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+    def _refuse(self, request: socket.socket) -> None:
+        try:
+            request.setblocking(False)  # a fresh socket's send buffer is empty: this never waits
+            request.send(BUSY)
+        except OSError:
+            pass
+        self.shutdown_request(request)
+
+
 class Handler(BaseHTTPRequestHandler):
     sink: HttpSink  # set on the per-sink subclass
     protocol_version = "HTTP/1.1"
@@ -216,6 +263,8 @@ class Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         if path == "/" and "text/html" in self.headers.get("Accept", ""):
             self._send(200, "text/html; charset=utf-8", PAGE.encode())
+        elif path in ASSETS:
+            self._send(200, *ASSETS[path])
         elif path in ("/", "/stream.mjpg"):
             self._stream()
         elif path == "/stats.json":
@@ -228,18 +277,24 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self._send(404, "text/plain", b"not found\n")
 
-    def _send(self, code: int, kind: str, body: bytes) -> None:
+    def end_headers(self) -> None:  # every response, the stdlib's error pages (400, 501) included
+        for name, value in SECURITY_HEADERS.items():
+            self.send_header(name, value)
+        super().end_headers()
+
+    def _start(self, code: int, kind: str) -> None:
         self.send_response(code)
         self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
+
+    def _send(self, code: int, kind: str, body: bytes) -> None:
+        self._start(code, kind)
+        self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
 
     def _stream(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
-        self.send_header("Cache-Control", "no-store")
+        self._start(200, f"multipart/x-mixed-replace; boundary={BOUNDARY}")
         self.send_header("Connection", "close")
         self.end_headers()
         self.close_connection = True
@@ -252,8 +307,8 @@ class Handler(BaseHTTPRequestHandler):
                     self.wfile.write(f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n"
                                      .encode() + jpeg + b"\r\n")
                     self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the viewer went away
+        except OSError:
+            pass  # the viewer went away, or took no bytes for idle_s (a send timeout)
         finally:
             self.sink.watching(-1)
 
@@ -263,37 +318,51 @@ class Handler(BaseHTTPRequestHandler):
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>edge-yolox</title>
-<style>
- body { margin: 0; font: 14px system-ui, sans-serif; background: #111; color: #ddd; display: flex; flex-wrap: wrap; }
- img { max-width: 100%; height: auto; background: #000; }
- #side { padding: 12px 16px; flex: 0 1 320px; }
- h1 { font-size: 16px; margin: 0 0 8px; } table { width: 100%; }
- td { padding: 2px 10px 2px 0; white-space: nowrap; }
- td + td { text-align: right; white-space: normal; word-break: break-all; }
- .ok { color: #6c6; } .bad { color: #e66; }
-</style></head>
+<title>edge-yolox</title><link rel="stylesheet" href="preview.css"><script src="preview.js" defer></script></head>
 <body><img id="stream" alt="live preview" width="640" height="480">
-<div id="side"><h1 id="title">edge-yolox</h1><table id="stats"></table></div>
-<script>
- // The stream starts after load, so the page (and a screenshot of it) never waits on the endless response.
- addEventListener("load", () => { document.getElementById("stream").src = "stream.mjpg"; });
- const row = (k, v, cls) => `<tr><td>${k}</td><td class="${cls || ""}">${v}</td></tr>`;
- async function refresh() {
-   try {
-     const s = await (await fetch("stats.json", {cache: "no-store"})).json();
-     const last = s.last || {}, lat = last.latency_ms || {}, st = s.stats || {};
-     document.getElementById("title").textContent = `edge-yolox · ${s.device}`;
-     let html = row("board", s.board) + row("model", s.model) + row("source", s.source) +
-       row("fps", (last.fps ?? 0).toFixed(1), "ok") + row("frames", s.frames);
-     for (const k in lat) html += row(`${k} ms`, lat[k].toFixed(1));
-     if (st.cpu_temp_c !== undefined) html += row("CPU °C", st.cpu_temp_c);
-     if (st.dropped !== undefined) html += row("dropped", st.dropped, st.dropped ? "bad" : "");
-     for (const [k, v] of Object.entries(st.outputs || {})) html += row(`${k} queue`, v.queued ?? "-");
-     for (const d of last.detections || []) html += row(d.label, d.score.toFixed(2));
-     document.getElementById("stats").innerHTML = html;
-   } catch (e) { document.getElementById("title").textContent = "edge-yolox · disconnected"; }
- }
- refresh(); setInterval(refresh, 1000);
-</script></body></html>
+<div id="side"><h1 id="title">edge-yolox</h1><table id="stats"></table></div></body></html>
 """
+
+STYLE = """body { margin: 0; font: 14px system-ui, sans-serif; background: #111; color: #ddd;
+       display: flex; flex-wrap: wrap; }
+img { max-width: 100%; height: auto; background: #000; }
+#side { padding: 12px 16px; flex: 0 1 320px; }
+h1 { font-size: 16px; margin: 0 0 8px; } table { width: 100%; }
+td { padding: 2px 10px 2px 0; white-space: nowrap; }
+td + td { text-align: right; white-space: normal; word-break: break-all; }
+.ok { color: #6c6; } .bad { color: #e66; }
+"""
+
+# The table is built with textContent only: names and paths in stats.json are data, never markup.
+SCRIPT = """const $ = (id) => document.getElementById(id);
+const fixed = (v, digits) => (typeof v === "number" ? v.toFixed(digits) : String(v ?? "-"));
+function row(rows, key, value, cls) {
+  const tr = document.createElement("tr"), name = document.createElement("td"), cell = document.createElement("td");
+  name.textContent = key;
+  cell.textContent = value ?? "";
+  if (cls) cell.className = cls;
+  tr.append(name, cell);
+  rows.push(tr);
+}
+async function refresh() {
+  try {
+    const s = await (await fetch("stats.json", {cache: "no-store"})).json();
+    const last = s.last || {}, lat = last.latency_ms || {}, st = s.stats || {}, rows = [];
+    $("title").textContent = `edge-yolox · ${s.device}`;
+    row(rows, "board", s.board); row(rows, "model", s.model); row(rows, "source", s.source);
+    row(rows, "fps", fixed(last.fps ?? 0, 1), "ok"); row(rows, "frames", s.frames);
+    for (const k in lat) row(rows, `${k} ms`, fixed(lat[k], 1));
+    if (st.cpu_temp_c !== undefined) row(rows, "CPU °C", st.cpu_temp_c);
+    if (st.dropped !== undefined) row(rows, "dropped", st.dropped, st.dropped ? "bad" : "");
+    for (const [k, v] of Object.entries(st.outputs || {})) row(rows, `${k} queue`, v.queued ?? "-");
+    for (const d of last.detections || []) row(rows, d.label, fixed(d.score, 2));
+    $("stats").replaceChildren(...rows);
+  } catch (e) { $("title").textContent = "edge-yolox · disconnected"; }
+}
+// The stream starts after load, so the page (and a screenshot of it) never waits on the endless response.
+addEventListener("load", () => { $("stream").src = "stream.mjpg"; });
+refresh(); setInterval(refresh, 1000);
+"""
+
+ASSETS = {"/preview.js": ("text/javascript; charset=utf-8", SCRIPT.encode()),
+          "/preview.css": ("text/css; charset=utf-8", STYLE.encode())}
