@@ -60,10 +60,23 @@ def read_version() -> str:
     raise RuntimeError("__version__ not found in edge_yolox/__init__.py")
 
 
+# OpenCV from PyPI is not a requirement on ARM Linux (Raspberry Pi OS, Jetson): there the system's must be the one
+# imported. picamera2 and simplejpeg from apt are built against Debian's numpy (1.24 on bookworm), pip's
+# opencv-python-headless >= 4.12 requires numpy 2 and would replace it, and a pip cv2 in the venv would shadow the
+# system one (python3-opencv; JetPack's, the one with GStreamer). No requirement can be "satisfied" by apt's cv2 (it
+# has no pip metadata), so ARM users without a system OpenCV add the `opencv` extra. numpy >= 1.21 accepts Debian's.
+OPENCV = "opencv-python-headless>=4.5"
+# The converter and INT8 stack is capped at the versions CI tested (ncnn's int8 kernels and pnnx's graph rewrites
+# change between releases and move INT8 scores); raise a cap only after the INT8 tests pass on the new release.
+NCNN = "ncnn>=1.0.20240410,<=1.0.20261020"
+LITERT = "ai-edge-litert>=1.2,<=2.3.0"
+NOT_ARM = 'platform_machine != "aarch64" and platform_machine != "armv7l"'
+
 extras = {
+    "opencv": [OPENCV],
     "onnx": ["onnxruntime>=1.16"],
-    "ncnn": ["ncnn>=1.0.20240410"],
-    "tflite": ["ai-edge-litert>=1.2"],
+    "ncnn": [NCNN],
+    "tflite": [LITERT],
     "mqtt": ["paho-mqtt>=2.0"],
     "serial": ["pyserial>=3.5"],
     "train": [
@@ -76,8 +89,8 @@ extras = {
         "matplotlib>=3.7",
     ],
     # NCNN (pnnx) and TFLite (litert-torch + ai-edge-quantizer, no TensorFlow) exports with INT8
-    "export": ["pnnx>=20240410", "litert-torch>=0.10", "ai-edge-quantizer>=0.10", "ncnn>=1.0.20240410",
-               "ai-edge-litert>=1.2"],
+    "export": ["pnnx>=20240410,<=20261020", "litert-torch>=0.10,<=0.10.0", "ai-edge-quantizer>=0.10,<=0.10.0",
+               NCNN, LITERT],
     "test": ["pytest>=7", "hypothesis>=6.80", "ruff>=0.4"],
 }
 extras["all"] = sorted({req for reqs in extras.values() for req in reqs})
@@ -105,7 +118,7 @@ setup(
     package_data={"edge_yolox.boards": ["*.yaml"], "edge_yolox": ["demo/**/*"]},
     ext_modules=[CMakeExtension("edge_yolox._core")],
     cmdclass={"build_ext": CMakeBuild},
-    install_requires=["numpy>=1.21", "opencv-python-headless>=4.5", "pyyaml>=5.4"],
+    install_requires=["numpy>=1.21", f"{OPENCV}; {NOT_ARM}", "pyyaml>=5.4"],
     extras_require=extras,
     entry_points={"console_scripts": ["edge-yolox=edge_yolox.cli:main"]},
     zip_safe=False,

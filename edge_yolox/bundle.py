@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 from edge_yolox import __version__
-from edge_yolox.errors import ModelError
+from edge_yolox.errors import ConfigError, ModelError
+from edge_yolox.files import load_json
+from edge_yolox.schema import bounded, build, choice
+
+MAX_INPUT = 4096  # pixels per side: a 4096x4096 float input is 200 MB, the most a board can be asked for
 
 META_NAME = "meta.json"
 FORMAT_VERSION = 1
@@ -20,10 +25,10 @@ LEGACY_STD = (0.229, 0.224, 0.225)
 
 @dataclass
 class Preprocess:
-    color: str = "bgr"  # channel order the model expects
-    scale: float = 1.0  # multiply 0-255 pixels by this before mean/std
-    mean: Optional[tuple[float, float, float]] = None
-    std: Optional[tuple[float, float, float]] = None
+    color: str = choice("bgr", "rgb", default="bgr")  # channel order the model expects
+    scale: float = bounded(1e-6, 1e6, default=1.0)  # multiply 0-255 pixels by this before mean/std
+    mean: Optional[tuple[float, float, float]] = field(default=None, metadata={"length": 3})
+    std: Optional[tuple[float, float, float]] = field(default=None, metadata={"length": 3, "range": (1e-6, 1e6)})
 
     @classmethod
     def legacy(cls) -> Preprocess:
@@ -38,41 +43,42 @@ class Preprocess:
 class ModelMeta:
     """What the runtime must know to feed a model and read its outputs."""
 
-    num_classes: int
-    input_size: tuple[int, int]  # (h, w)
-    layout: str = "single"  # "single" [N, 5+C] or "split" (reg, obj, cls per stride)
+    num_classes: int = field(metadata={"range": (1, 100_000)})
+    input_size: tuple[int, int] = field(metadata={"length": 2, "range": (32, MAX_INPUT)})  # (h, w)
+    layout: str = choice("single", "split", default="single")  # [N, 5+C] or (reg, obj, cls) per stride
     outputs: list[str] = field(default_factory=list)  # output names in the order postprocess takes
-    strides: tuple[int, ...] = (8, 16, 32)
+    strides: tuple[int, ...] = field(default=(8, 16, 32), metadata={"range": (1, 1024), "min_length": 1})
     sigmoid_applied: bool = True  # obj/cls already in 0-1
     boxes_decoded: bool = False  # boxes already cx, cy, w, h in input pixels
     class_names: list[str] = field(default_factory=list)
     variant: str = "unknown"
-    precision: str = "fp32"
-    backend: str = ""
+    precision: str = choice("fp32", "fp16", "int8", default="fp32")
+    backend: str = choice("", "ncnn", "tflite", "onnxruntime", default="")
     preprocess: Preprocess = field(default_factory=Preprocess)
-    files: dict[str, str] = field(default_factory=dict)  # file name -> sha256
+    files: dict[str, str] = field(default_factory=dict, metadata={"filename": True})  # file name -> sha256
     extra: dict[str, Any] = field(default_factory=dict)  # producer details, calibration, ...
-    format_version: int = FORMAT_VERSION
+    format_version: int = bounded(1, default=FORMAT_VERSION)
     producer: str = f"edge-yolox {__version__}"
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any], source: str = META_NAME) -> ModelMeta:
+    def from_json(cls, data: Any, source: str = META_NAME) -> ModelMeta:
+        """Validated against the field declarations (edge_yolox.schema); a ModelError names the file and key."""
         try:
-            data = dict(data)
-            data["input_size"] = tuple(data["input_size"])
-            data["strides"] = tuple(data.get("strides", (8, 16, 32)))
-            data["preprocess"] = Preprocess(**data.get("preprocess", {}))
-            meta = cls(**data)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelError(f"{source}: invalid model metadata ({exc})") from None
+            meta = build(cls, data, lambda key: source)
+        except ConfigError as exc:
+            raise ModelError(str(exc)) from None
         if meta.format_version > FORMAT_VERSION:
             raise ModelError(f"{source}: format_version {meta.format_version} is newer than this edge-yolox "
                              f"understands ({FORMAT_VERSION}); upgrade edge-yolox")
-        if meta.layout not in ("single", "split"):
-            raise ModelError(f"{source}: layout must be 'single' or 'split', got {meta.layout!r}")
+        if meta.class_names and len(meta.class_names) != meta.num_classes:
+            raise ModelError(f"{source}: class_names: {len(meta.class_names)} names for num_classes "
+                             f"{meta.num_classes}")
+        bad = [name for name, digest in meta.files.items() if not re.fullmatch(r"[0-9a-f]{64}", digest)]
+        if bad:
+            raise ModelError(f"{source}: files.{bad[0]}: not a sha256 hex digest")
         return meta
 
     @property
@@ -105,12 +111,12 @@ def read_bundle(directory: Path, verify: bool = True) -> ModelMeta:
     """Load meta.json and check that every listed file is present and intact."""
     directory = Path(directory)
     meta_path = directory / META_NAME
+    if not meta_path.exists():
+        raise ModelError(f"{directory}: not a model bundle (no {META_NAME})")
     try:
-        data = json.loads(meta_path.read_text())
-    except FileNotFoundError:
-        raise ModelError(f"{directory}: not a model bundle (no {META_NAME})") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{meta_path}: unreadable ({exc})") from None
+        data = load_json(meta_path, META_NAME)
+    except ConfigError as exc:
+        raise ModelError(str(exc)) from None
     meta = ModelMeta.from_json(data, str(meta_path))
     for name, digest in meta.files.items():
         path = directory / name

@@ -16,8 +16,9 @@ from typing import Any, Optional
 
 from edge_yolox import __version__
 from edge_yolox import sinks as sink_registry
+from edge_yolox.arguments import Parser, number
 from edge_yolox.config import BACKEND_NAMES, Config, board_names, load_config
-from edge_yolox.errors import ConfigError, EdgeYoloxError
+from edge_yolox.errors import ConfigError, EdgeYoloxError, one_line
 
 FORWARDED = ("train", "eval", "export", "quantize-report")  # need torch: handled by edge_yolox.train.cli
 log = logging.getLogger("edge_yolox")
@@ -164,7 +165,7 @@ def forward(argv: list[str]) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edge-yolox", description="YOLOX on Raspberry Pi, Jetson and x86")
+    parser = Parser(prog="edge-yolox", description="YOLOX on Raspberry Pi, Jetson and x86")
     parser.add_argument("--version", action="version", version=f"edge-yolox {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
@@ -178,9 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--config")
     bench.add_argument("--source", help="a video/image file or folder (default: the synthetic scene)")
     bench.add_argument("--backend", choices=BACKEND_NAMES)
-    bench.add_argument("--threads", type=int)
-    bench.add_argument("--frames", type=int, default=100, help="frames to time (default 100)")
-    bench.add_argument("--warmup", type=int, default=5)
+    bench.add_argument("--threads", type=number(int, 1, 64))
+    bench.add_argument("--frames", type=number(int, 1), default=100, help="frames to time (default 100)")
+    bench.add_argument("--warmup", type=number(int, 0), default=5)
     bench.set_defaults(func=cmd_bench)
     sub.add_parser("boards", help="list the board profiles").set_defaults(func=cmd_boards)
     sub.add_parser("doctor", help="what works here: backends, cameras, extras").set_defaults(func=cmd_doctor)
@@ -217,7 +218,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         logging.getLogger().setLevel(_level(args))
         return int(args.func(args) or 0)
     except EdgeYoloxError as exc:
-        print(f"edge-yolox: error: {exc}", file=sys.stderr)
+        print(f"edge-yolox: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -6,31 +6,23 @@ names the file (or "command line"), the dotted key and what is allowed.
 
 from __future__ import annotations
 
-import dataclasses
 import platform
 import socket
-import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Optional
-
-import yaml
+from typing import Optional
 
 from edge_yolox.errors import ConfigError
+from edge_yolox.files import parse_yaml, read_text
+from edge_yolox.schema import bounded as _range
+from edge_yolox.schema import build
+from edge_yolox.schema import choice as _choice
 
 BACKEND_NAMES = ("ncnn", "tflite", "onnxruntime")
 CAMERA_KINDS = ("opencv", "picamera2", "nvargus")
 COMMAND_LINE = "command line"
 DEFAULTS = "built-in defaults"
-
-
-def _choice(*allowed: str, **kw) -> Any:
-    return field(metadata={"choices": allowed}, **kw)
-
-
-def _range(lo: float, hi: Optional[float] = None, **kw) -> Any:
-    return field(metadata={"range": (lo, hi)}, **kw)
 
 
 @dataclass
@@ -99,10 +91,15 @@ class Config:
     source: SourceConfig = field(default_factory=SourceConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     outputs: dict[str, dict] = field(default_factory=dict)  # sink sections, validated by each sink
+    origins: dict[str, str] = field(default_factory=dict, init=False, repr=False)  # dotted key -> layer
 
     @property
     def device(self) -> str:
         return self.runtime.device or socket.gethostname()
+
+    def origin(self, key: str) -> str:
+        """The file (or "command line", "built-in defaults") that set `key` or the section above it."""
+        return origin_of(self.origins, key)
 
 
 # ---- boards
@@ -115,10 +112,7 @@ def board_names() -> list[str]:
 def board_file(name: str) -> tuple[str, str]:
     """(text, origin) of a board given by name or as a path to a YAML file."""
     if name.endswith((".yaml", ".yml")) or "/" in name:
-        try:
-            return Path(name).read_text(), name
-        except OSError as exc:
-            raise ConfigError(f"{name}: cannot read board file ({exc.strerror})") from None
+        return read_text(name, "board file"), name
     if name not in board_names():
         raise ConfigError(f"{COMMAND_LINE}: board: unknown board {name!r}; allowed: {', '.join(board_names())}")
     resource = resources.files("edge_yolox.boards").joinpath(f"{name}.yaml")
@@ -142,12 +136,8 @@ def detect_board() -> str:
 
 
 def read_yaml(text: str, origin: str) -> dict:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{origin}:{where} invalid YAML ({getattr(exc, 'problem', exc)})") from None
+    """A config layer: bounded YAML (edge_yolox.files) holding a mapping of sections."""
+    data = parse_yaml(text, origin)
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -187,11 +177,7 @@ def load_config(board: Optional[str] = None, config_file: Optional[str] = None,
     user: dict = {}
     user_origin = ""
     if config_file:
-        try:
-            text = Path(config_file).read_text()
-        except OSError as exc:
-            raise ConfigError(f"{config_file}: cannot read config ({exc.strerror})") from None
-        user = read_yaml(text, config_file)
+        user = read_yaml(read_text(config_file, "config"), config_file)
         user_origin = config_file
     name = board or user.get("board") or detect_board()
     if not isinstance(name, str):
@@ -204,86 +190,21 @@ def load_config(board: Optional[str] = None, config_file: Optional[str] = None,
     if overrides:
         data = merge(data, overrides, COMMAND_LINE, origins)
     data["board"] = Path(name).stem if name.endswith((".yaml", ".yml")) else name
-    config = build(Config, data, origins, "")
+    config = build(Config, data, lambda key: origin_of(origins, key))
+    config.origins = origins
     if config.source.reconnect_max_s < config.source.reconnect_min_s:
-        raise ConfigError(f"{origins.get('source.reconnect_max_s', DEFAULTS)}: source.reconnect_max_s: must be "
+        raise ConfigError(f"{origin_of(origins, 'source.reconnect_max_s')}: source.reconnect_max_s: must be "
                           f">= source.reconnect_min_s ({config.source.reconnect_min_s})")
     return config
 
 
-# ---- validation
+def origin_of(origins: dict[str, str], key: str) -> str:
+    """The layer that set `key`, or that set the nearest section above it."""
+    while key:
+        if key in origins:
+            return origins[key]
+        key = key.rpartition(".")[0]
+    return DEFAULTS
 
 
-def build(cls, data: Any, origins: dict[str, str], prefix: str):
-    """Instantiate dataclass `cls` from `data`, checking every key and value against the field types."""
-    where = origins.get(prefix.rstrip("."), DEFAULTS) if prefix else DEFAULTS
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: {prefix.rstrip('.')}: must be a mapping, got {data!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
-    unknown = [k for k in data if k not in fields]
-    if unknown:
-        key = f"{prefix}{unknown[0]}"
-        raise ConfigError(f"{origins.get(key, DEFAULTS)}: {key}: unknown key; allowed: {', '.join(fields)}")
-    values = {}
-    for name, value in data.items():
-        key = f"{prefix}{name}"
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint):
-            values[name] = build(hint, value, origins, key + ".")
-        else:
-            values[name] = check_value(value, hint, fields[name].metadata, key, origins.get(key, DEFAULTS))
-    return cls(**values)
-
-
-def check_value(value: Any, hint: Any, meta: typing.Mapping, key: str, origin: str) -> Any:
-    def fail(allowed: str) -> ConfigError:
-        return ConfigError(f"{origin}: {key}: invalid value {value!r}; allowed: {allowed}")
-
-    origin_type = typing.get_origin(hint)
-    if origin_type is dict:
-        if not isinstance(value, dict) or not all(isinstance(v, (dict, type(None))) for v in value.values()):
-            raise fail("a mapping of name: {options}")
-        return {k: dict(v or {}) for k, v in value.items()}
-    if origin_type is list:
-        (item_type,) = typing.get_args(hint)
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool) and "length" not in meta:
-            value = [value]  # a single value where a list is expected: `classes: person`
-        if not isinstance(value, list):
-            raise fail(f"a list of {item_type.__name__}")
-        if "length" in meta and len(value) != meta["length"]:
-            raise fail(f"a list of {meta['length']} {item_type.__name__} values")
-        items = [check_value(v, item_type, {k: m for k, m in meta.items() if k != "length"}, key, origin)
-                 for v in value]
-        if "items" in meta and any(v not in meta["items"] for v in items):
-            raise fail(f"a list of {', '.join(meta['items'])}")
-        return items
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise fail("true or false")
-        return value
-    if hint in (int, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (hint is int and value != int(value)):
-            raise fail("an integer" if hint is int else "a number")
-        value = hint(value)
-        lo, hi = meta.get("range", (None, None))
-        if (lo is not None and value < lo) or (hi is not None and value > hi):
-            raise fail(f"{lo} to {hi}" if hi is not None else f">= {lo}")
-        return value
-    if hint is str:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            value = str(value)
-        if not isinstance(value, str):
-            raise fail("a string")
-        if "choices" in meta and value not in meta["choices"]:
-            raise fail(", ".join(meta["choices"]))
-        return value
-    raise TypeError(f"config field {key}: unsupported type {hint}")  # a bug in this file, not user input
-
-
-def to_dict(config: Config) -> dict:
-    """The config as plain data (for writing a config file, e.g. by `edge-yolox service install`)."""
-    return dataclasses.asdict(config)
-
-
-__all__ = ["BACKEND_NAMES", "Config", "ConfigError", "board_names", "detect_board", "load_config", "to_dict"]
+__all__ = ["BACKEND_NAMES", "Config", "ConfigError", "board_names", "detect_board", "load_config"]

@@ -15,3 +15,8 @@ class ModelError(EdgeYoloxError):
 
 class SourceError(EdgeYoloxError):
     """A frame source that cannot be opened (missing camera, unreadable file, bad URL)."""
+
+
+def one_line(exc: BaseException) -> str:
+    """The message as the single stderr line the CLI promises (parsers' messages may span lines)."""
+    return " ".join(str(exc).split())

@@ -2,11 +2,13 @@
 
 One inference thread; live sources capture on their own thread (newest frame only). SIGINT/SIGTERM stop
 after the current frame, every sink is flushed and closed, and the run exits 0. systemd is told READY
-after the first frame, pinged from the loop (a hung loop gets restarted), and STOPPING at the end.
+after the first frame, pinged only while frames arrive (a hung loop or a camera that stopped delivering for
+longer than the watchdog period gets the process restarted), and STOPPING at the end.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import signal
@@ -81,7 +83,11 @@ def build_sinks(config: Config, ctx: SinkContext) -> list[Sink]:
             section = dict(config.outputs.get(name) or {}) if name in config.outputs else None
             if section is None or section.pop("enabled", True) is False:
                 continue
-            built.append(module.from_config(section, ctx))
+            try:
+                built.append(module.from_config(section, ctx))
+            except ConfigError as exc:  # sinks name the key; the file that set it is known here
+                where = config.origin(f"outputs.{name}")
+                raise ConfigError(f"{where}: {exc}" if str(exc).startswith("outputs.") else str(exc)) from None
     except BaseException:
         close_all(built)
         raise
@@ -139,6 +145,7 @@ class Pipeline:
         self.meter = Meter()
         self.started = time.monotonic()
         self.wants_frames = any(s.wants_frames for s in sinks)
+        self._stalled = False  # no frame for source.timeout_s: the watchdog is not fed
         meta = detector.meta  # "yolox-nano-int8", as DESIGN.md's records name models
         self.model_name = f"yolox-{re.sub(r'^yolox[-_]', '', meta.variant)}-{meta.precision}"
 
@@ -155,8 +162,9 @@ class Pipeline:
         limit = self.config.source.limit
         next_stats = time.monotonic() + self.config.runtime.stats_interval_s
         try:
+            waiting_since = time.monotonic()
             while not self.stop_event.is_set():
-                self.notifier.watchdog()
+                self._feed_watchdog(time.monotonic() - waiting_since)
                 frame = self.source.read(timeout=0.5)
                 if frame is None:
                     if self.source.finished:
@@ -164,6 +172,7 @@ class Pipeline:
                         break
                     continue
                 self.process(frame)
+                waiting_since = time.monotonic()  # a slow inference is not a stalled source
                 if self.frames == 1:
                     self.notifier.ready()
                 if self.config.runtime.stats_interval_s and time.monotonic() >= next_stats:
@@ -181,6 +190,16 @@ class Pipeline:
                 signal.signal(sig, handler)
             log.info("processed %d frames in %.1f s", self.frames, time.monotonic() - self.started)
         return 0
+
+    def _feed_watchdog(self, waited: float) -> None:
+        """The watchdog means "frames are arriving": waiting source.timeout_s for a frame stops the pings, so systemd
+        restarts the process if the source has not recovered by itself within WatchdogSec."""
+        stalled = waited >= self.config.source.timeout_s
+        if not stalled:
+            self.notifier.watchdog()
+        elif not self._stalled and self.notifier.watchdog_interval:
+            log.warning("%s: no frame for %.0f s: the systemd watchdog is no longer fed", self.source.name, waited)
+        self._stalled = stalled
 
     def process(self, frame) -> None:
         dets, latency = self.detector.detect(frame.image, frame.prepared)
@@ -219,24 +238,22 @@ class Pipeline:
 
 
 def run(config: Config) -> int:
-    """Open everything the config asks for and run until the source ends, the limit, or a signal."""
-    detector = open_detector(config)
-    try:
+    """Open everything the config asks for and run until the source ends, the limit, or a signal. A setup step
+    that fails releases what the earlier ones opened (a capture thread left running aborts the interpreter)."""
+    with contextlib.ExitStack() as opened:
+        detector = open_detector(config)
+        opened.callback(detector.close)
         source = open_source(config.source, config.camera, detector.prepare)
-    except BaseException:
-        detector.close()
-        raise
-    ctx = SinkContext(device=config.device, board=config.board, model=detector.meta.variant, source=source.name,
-                      class_names=tuple(detector.class_names), fps=source.fps)
-    try:
+        opened.callback(source.close)
+        ctx = SinkContext(device=config.device, board=config.board, model=detector.meta.variant,
+                          source=source.name, class_names=tuple(detector.class_names), fps=source.fps)
         sinks = build_sinks(config, ctx)
-    except BaseException:
-        source.close()
-        detector.close()
-        raise
+        opened.callback(close_all, sinks)
+        pipeline = Pipeline(config, detector, source, sinks)
+        opened.pop_all()  # from here Pipeline.run closes them
     log.info("running %s on %s (%s, %d threads), board %s", detector.meta.variant, source.name,
              detector.backend.name, config.model.threads, config.board)
-    return Pipeline(config, detector, source, sinks).run()
+    return pipeline.run()
 
 
 __all__ = ["Pipeline", "build_sinks", "open_detector", "resolve_model", "run"]

@@ -86,6 +86,10 @@ class Notifier:
 
 UNIT_DIR = "etc/systemd/system"
 GROUPS = ("video", "dialout")  # cameras (/dev/video*, /dev/media*, Pi /dev/vchiq) and serial ports
+OPTIONAL_GROUPS = ("jtop",)  # jetson-stats' /run/jtop.sock is root:jtop 0660; added where the group exists
+# Argus clients (the Jetson CSI camera) reach nvargus-daemon through /tmp/argus_socket, which PrivateTmp= hides:
+# bind just that socket into the private /tmp (the exposure score stays the same), after the daemon started.
+ARGUS = {"argus_order": "After=nvargus-daemon.service\n", "argus_bind": "BindPaths=/tmp/argus_socket\n"}
 SECRET_KEYS = {"password_file": "mqtt-password", "key_file": "mqtt-client-key"}  # outputs.mqtt keys -> credential
 HOME_DIRS = ("/home", "/root", "/run/user")  # ProtectHome=yes hides them from the service
 
@@ -135,18 +139,17 @@ def _check_name(name: str) -> str:
 
 def run_layer(run_args: list[str]) -> tuple[Optional[str], dict]:
     """The board and the config layer (user YAML from --config, then the flags) that `run` would use."""
+    from edge_yolox.arguments import Parser
     from edge_yolox.cli import add_run_arguments, overrides_from_args
     from edge_yolox.config import merge, read_yaml
+    from edge_yolox.files import read_text
 
-    parser = argparse.ArgumentParser(prog="edge-yolox service install -- ")
+    parser = Parser(prog="edge-yolox service install -- ")
     add_run_arguments(parser)
     args = parser.parse_args(run_args[1:] if run_args[:1] == ["--"] else run_args)
     layer: dict = {}
     if args.config:
-        try:
-            layer = read_yaml(Path(args.config).read_text(), args.config)
-        except OSError as exc:
-            raise ConfigError(f"{args.config}: cannot read config ({exc.strerror})") from None
+        layer = read_yaml(read_text(args.config, "config"), args.config)
     layer = merge(layer, overrides_from_args(args), "command line", {})
     board = args.board or layer.pop("board", None)
     return board, layer
@@ -165,6 +168,7 @@ def render(name: str, user: str, run_args: list[str], watchdog_s: int = 30, grou
 
     from edge_yolox import __version__
     from edge_yolox.config import load_config
+    from edge_yolox.sources import uses_argus
 
     _check_name(name)
     if not re.fullmatch(r"[a-z_][a-z0-9_-]*", user) or user == "root":
@@ -172,7 +176,7 @@ def render(name: str, user: str, run_args: list[str], watchdog_s: int = 30, grou
     if watchdog_s < 2:
         raise ConfigError(f"service --watchdog: invalid value {watchdog_s}; allowed: >= 2 seconds")
     board, layer = run_layer(run_args)
-    load_config(board, None, layer)  # the same validation as `run`: a bad argument fails the install, not the boot
+    loaded = load_config(board, None, layer)  # validated like `run`: a bad argument fails the install, not the boot
     state = f"/var/lib/{name}"
     notes: list[str] = []
     credentials: list[str] = []
@@ -192,7 +196,7 @@ def render(name: str, user: str, run_args: list[str], watchdog_s: int = 30, grou
     if mqtt:
         for key, credential in SECRET_KEYS.items():
             if mqtt.get(key):
-                credentials.append(f"LoadCredential={credential}:{_absolute(mqtt[key])}")
+                credentials.append(_credential(credential, _absolute(str(mqtt[key])), f"outputs.mqtt.{key}"))
                 mqtt[key] = f"${{CREDENTIALS_DIRECTORY}}/{credential}"
         mqtt.setdefault("spill", "${STATE_DIRECTORY}/mqtt-spill.jsonl")  # systemd sets it for StateDirectory=
         if "@" in str(mqtt.get("url", "")).split("//", 1)[-1].split("/", 1)[0] and not mqtt.get("password_file"):
@@ -204,6 +208,10 @@ def render(name: str, user: str, run_args: list[str], watchdog_s: int = 30, grou
     hidden = [p for p in _paths(layer) if p.startswith(HOME_DIRS)]
     if hidden:
         notes.append(f"ProtectHome= hides {', '.join(hidden)} from the service: move them to {state}/ or /opt")
+    if python.startswith(HOME_DIRS):
+        notes.append(f"ProtectHome= hides this Python ({python}) from the service, which will not start: install "
+                     f"edge-yolox in a venv outside /home (e.g. /opt/edge-yolox) and run its `edge-yolox service "
+                     f"install`")
     if not outputs:
         del layer["outputs"]
 
@@ -212,11 +220,14 @@ def render(name: str, user: str, run_args: list[str], watchdog_s: int = 30, grou
     config_text = (f"# Rendered by `edge-yolox service install` (edge-yolox {__version__}) for {name}.service.\n"
                    f"# Edit, then: systemctl restart {name}. Secrets are not here: see LoadCredential= in the unit.\n"
                    + yaml.safe_dump(config, sort_keys=False))
-    exec_start = " ".join(_quote(a) for a in (python, "-m", "edge_yolox.cli", "run", "--config", config_path))
+    _unit_safe("the Python interpreter", python, absolute=True)
+    exec_start = " ".join(_quote(a, "the Python interpreter") for a in
+                          (python, "-m", "edge_yolox.cli", "run", "--config", config_path))
     unit = UNIT_TEMPLATE.format(
         name=name, version=__version__, exec_start=exec_start, user=user, watchdog=watchdog_s,
         groups=f"SupplementaryGroups={' '.join(groups)}\n" if groups else "",
-        credentials="".join(c + "\n" for c in credentials), stop_timeout=max(30, watchdog_s))
+        credentials="".join(c + "\n" for c in credentials), stop_timeout=max(30, watchdog_s),
+        **(ARGUS if uses_argus(loaded.source, loaded.camera) else dict.fromkeys(ARGUS, "")))
     return Rendered(unit, config_text, notes)
 
 
@@ -226,10 +237,28 @@ def _paths(tree: Any) -> list[str]:
     return [tree] if isinstance(tree, str) and tree.startswith("/") else []
 
 
-def _quote(arg: str) -> str:
-    """systemd's ExecStart quoting: double quotes around words with spaces, `$` and `%` escaped."""
-    arg = arg.replace("%", "%%").replace("$", "$$")
-    return f'"{arg}"' if any(c.isspace() or c in "\"'\\" for c in arg) else arg
+def _unit_safe(what: str, value: str, absolute: bool = False) -> str:
+    """`value` with systemd's `%` specifiers escaped, after refusing control characters (a newline would add a
+    directive). `absolute`: a path starting with `/`, which also rules out ExecStart's `-@+!:` prefixes (`+` runs
+    as root) and LoadCredential's reading of a relative name as one of systemd's own credentials."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ConfigError(f"{what}: invalid value {value!r}; control characters (newlines, tabs) are not allowed")
+    if absolute and not value.startswith("/"):
+        raise ConfigError(f"{what}: invalid value {value!r}; the service needs an absolute path")
+    return value.replace("%", "%%")
+
+
+def _quote(arg: str, what: str) -> str:
+    """One ExecStart word: specifiers and `$` escaped, C-style escapes inside double quotes (systemd.service(5))."""
+    arg = _unit_safe(what, arg).replace("$", "$$")
+    if not any(c.isspace() or c in "\"'\\;" for c in arg):
+        return arg
+    return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _credential(name: str, path: str, what: str) -> str:
+    """LoadCredential=NAME:PATH (no quoting or escapes in this setting, only specifiers)."""
+    return f"LoadCredential={name}:{_unit_safe(what, path, absolute=True)}"
 
 
 # Each hardening line costs nothing the runtime needs; what is left out, and why, is said in place.
@@ -239,7 +268,7 @@ UNIT_TEMPLATE = """\
 Description=edge-yolox object detection ({name})
 Wants=network-online.target
 After=network-online.target
-# Give up after 5 failed starts in 10 minutes instead of restarting forever.
+{argus_order}# Give up after 5 failed starts in 10 minutes instead of restarting forever.
 StartLimitIntervalSec=600
 StartLimitBurst=5
 
@@ -247,7 +276,8 @@ StartLimitBurst=5
 Type=notify
 NotifyAccess=main
 ExecStart={exec_start}
-# READY comes after the first frame; the loop pings the watchdog, so a hung loop is restarted.
+# READY comes after the first frame; the watchdog is fed while frames arrive, so a hung loop or a camera that
+# stays silent (and is not reopened in the process) gets the process restarted.
 WatchdogSec={watchdog}
 TimeoutStartSec=180
 TimeoutStopSec={stop_timeout}
@@ -267,7 +297,7 @@ AmbientCapabilities=
 ProtectSystem=strict
 ProtectHome=yes
 PrivateTmp=yes
-PrivateMounts=yes
+{argus_bind}PrivateMounts=yes
 # Cameras, serial ports and accelerators are devices: the video/dialout groups decide access, so
 # PrivateDevices= stays off (it would hide /dev/video*, /dev/ttyUSB*, Jetson's /dev/nvhost-*).
 ProtectKernelTunables=yes
@@ -309,13 +339,14 @@ def _systemctl(*args: str, root: str = "/", dry_run: bool = False, check: bool =
 
 
 def _existing_groups(root: str) -> tuple[str, ...]:
-    """The groups of GROUPS that exist (systemd refuses to start a unit naming an unknown group)."""
+    """The groups of GROUPS and OPTIONAL_GROUPS that exist (systemd refuses to start a unit naming an unknown
+    group)."""
     group_file = Path(root) / "etc" / "group"
     try:
         names = {line.split(":", 1)[0] for line in group_file.read_text().splitlines()}
     except OSError:
         return GROUPS
-    return tuple(g for g in GROUPS if g in names)
+    return tuple(g for g in GROUPS + OPTIONAL_GROUPS if g in names)
 
 
 def _ensure_user(user: str, name: str, dry_run: bool) -> None:

@@ -32,7 +32,7 @@ def test_bad_config_file(tmp_path):
     config = tmp_path / "site.yaml"
     config.write_text("detect:\n  conf: high\n")
     assert_one_line_error(cli(*run_args("--config", config, "--source", "synthetic")),
-                          str(config), "detect.conf", "a number")
+                          str(config), "detect.conf", "a finite number")
 
 
 def test_unknown_output_section(tmp_path):

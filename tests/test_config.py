@@ -55,7 +55,7 @@ def test_board_from_user_file(tmp_path):
     ("detect:\n  agnostic: sometimes\n", "detect.agnostic", "true or false"),
     ("model:\n  input_size: [416]\n", "model.input_size", "a list of 2 int"),
     ("frobnicate: 1\n", "frobnicate", "model, detect, camera"),
-    ("detect: 3\n", "detect", "must be a mapping"),
+    ("detect: 3\n", "detect", "allowed: a mapping"),
 ])
 def test_bad_values_name_file_key_and_allowed(tmp_path, yaml_text, key, allowed):
     user = tmp_path / "bad.yaml"

@@ -90,10 +90,10 @@ def test_broken_coco_annotation_names_file_and_record(scenes, tmp_path):
     data["annotations"][3]["bbox"] = "oops"
     path = tmp_path / "broken.json"
     path.write_text(json.dumps(data))
-    with pytest.raises(ConfigError, match=r"broken\.json: annotation #3 \(id 4\)"):
+    with pytest.raises(ConfigError, match=r"broken\.json: annotations\[3\] \(id 4\)"):
         coco_dataset(path, scenes / "images")
     path.write_text("{not json")
-    with pytest.raises(ConfigError, match="not a COCO annotation file"):
+    with pytest.raises(ConfigError, match="invalid JSON"):
         coco_dataset(path)
 
 

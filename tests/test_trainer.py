@@ -146,7 +146,7 @@ def test_cli_reports_a_broken_dataset_in_one_line(tmp_path, capsys):
                                        '"categories": [{"id": 1, "name": "a"}]}')
     assert T.main(["--data", str(tmp_path / "bad.json"), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("edge-yolox train: ") and "bad.json: annotation #0 (id 9)" in err[-1]
+    assert err[-1].startswith("edge-yolox train: ") and "bad.json: annotations[0] (id 9)" in err[-1]
 
 
 def test_yaml_config_overrides_and_rejects_unknown_keys(tmp_path):
@@ -159,7 +159,7 @@ def test_yaml_config_overrides_and_rejects_unknown_keys(tmp_path):
     with pytest.raises(T.ConfigError, match="multiples of 32"):
         T.parse_args(["--data", "x", "--multiscale", "300-500"])
     (tmp_path / "bad.yaml").write_text("epoch: 7\n")
-    with pytest.raises(T.ConfigError, match="epoch is not a training option"):
+    with pytest.raises(T.ConfigError, match="bad.yaml: epoch: unknown key"):
         T.parse_args(["--data", "x", "--config", str(tmp_path / "bad.yaml")])
 
 

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Callable, Optional
 
-from edge_yolox.errors import ConfigError, EdgeYoloxError
+from edge_yolox.arguments import Parser, fraction, number
+from edge_yolox.errors import ConfigError, EdgeYoloxError, one_line
 
 TORCH_SUFFIXES = (".pth", ".pt", ".ckpt")
 INSTALL_HINT = "pip install 'edge-yolox[train]'"
@@ -70,11 +71,11 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variant", help="YOLOX variant of a .pth (default: inferred from its tensor shapes)")
     p.add_argument("--img-size", type=parse_size, help="input size, e.g. 416 or 384,640 (default: the model's)")
     p.add_argument("--per-class", action="store_true", help="print the AP of every class")
-    p.add_argument("--conf", type=float, default=OFFICIAL_CONF, help=f"score threshold (official {OFFICIAL_CONF})")
-    p.add_argument("--iou", type=float, default=OFFICIAL_IOU, help=f"per-class NMS IoU (official {OFFICIAL_IOU})")
-    p.add_argument("--limit", type=int, default=0, help="evaluate only the first N images")
+    p.add_argument("--conf", type=fraction, default=OFFICIAL_CONF, help=f"score threshold (official {OFFICIAL_CONF})")
+    p.add_argument("--iou", type=fraction, default=OFFICIAL_IOU, help=f"per-class NMS IoU (official {OFFICIAL_IOU})")
+    p.add_argument("--limit", type=number(int, 0), default=0, help="evaluate only the first N images")
     p.add_argument("--backend", help="runtime backend for non-PyTorch models (onnxruntime, ncnn, tflite)")
-    p.add_argument("--threads", type=int, help="CPU threads")
+    p.add_argument("--threads", type=number(int, 1, 256), help="CPU threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -196,7 +197,8 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--names", help="class names: a .txt/.names file (one per line), a data.yaml, or a dataset")
     p.add_argument("--layout", choices=LAYOUTS, default="split",
                    help="split: reg/obj/cls per stride (default, quantizes well); single: official [1,N,5+C]")
-    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
+    p.add_argument("--opset", type=number(int, 11, 30), default=DEFAULT_OPSET,
+                   help=f"ONNX opset (default {DEFAULT_OPSET})")
     p.add_argument("--dynamic", action="store_true", help="dynamic input height/width")
     p.add_argument("--stem", choices=STEMS, default="slice",
                    help="ONNX: Focus as slices (default) or pixel_unshuffle + permuted conv (for pnnx)")
@@ -210,11 +212,11 @@ def add_precision_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"),
                    help="fp32 (default); fp16 (ncnn); int8 (ncnn, tflite; needs --calib)")
     p.add_argument("--calib", help="INT8: folder of real calibration images (searched recursively)")
-    p.add_argument("--calib-n", type=int, default=DEFAULT_CALIB_N,
+    p.add_argument("--calib-n", type=number(int, 1), default=DEFAULT_CALIB_N,
                    help=f"INT8: calibrate on this many images, a seeded sample (default {DEFAULT_CALIB_N})")
     p.add_argument("--calib-method", help=f"INT8 activation ranges: {', '.join(methods)} "
                                           "(default: kl for ncnn, minmax for tflite)")
-    p.add_argument("--threads", type=int, help="CPU threads for NCNN calibration (default 1)")
+    p.add_argument("--threads", type=number(int, 1, 256), help="CPU threads for NCNN calibration (default 1)")
 
 
 def read_names(spec: str) -> list[str]:
@@ -276,12 +278,12 @@ def add_report_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="evaluation dataset (as for `edge-yolox eval`)")
     p.add_argument("--split", default="val", help="dataset split for YOLO/VOC layouts (default val)")
     p.add_argument("--calib", required=True, help="folder of real calibration images")
-    p.add_argument("--calib-n", type=int, default=DEFAULT_CALIB_N,
+    p.add_argument("--calib-n", type=number(int, 1), default=DEFAULT_CALIB_N,
                    help=f"calibration images (default {DEFAULT_CALIB_N})")
     p.add_argument("--img-size", type=parse_size, help="input size (default: the variant's)")
     p.add_argument("--out", default="quantize-report", help="folder for the bundles, report.md and report.json")
-    p.add_argument("--limit", type=int, default=0, help="evaluate only the first N images")
-    p.add_argument("--runs", type=int, default=30, help="timed runs per latency figure (median; default 30)")
+    p.add_argument("--limit", type=number(int, 0), default=0, help="evaluate only the first N images")
+    p.add_argument("--runs", type=number(int, 1), default=30, help="timed runs per latency figure (median; default 30)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -318,11 +320,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"usage: edge-yolox {{train,{','.join(COMMANDS)}}} ...", file=sys.stderr)
             return 2
         description, add_arguments, run = COMMANDS[name]
-        parser = argparse.ArgumentParser(prog=f"edge-yolox {name}", description=description)
+        parser = Parser(prog=f"edge-yolox {name}", description=description)
         add_arguments(parser)
         return run(parser.parse_args(argv[1:]))
     except EdgeYoloxError as exc:
-        print(f"edge-yolox {name}: {exc}", file=sys.stderr)
+        print(f"edge-yolox {name}: {one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 import numpy as np
 
 from edge_yolox.errors import ConfigError
+from edge_yolox.files import DATA_BYTES, load_json
 from edge_yolox.postprocess import postprocess_batch
 from edge_yolox.preprocess import letterbox
 
@@ -85,7 +85,7 @@ def ground_truth(dataset: DetectionDataset) -> dict:
     counts them), else the dataset converted to COCO."""
     source = Path(dataset.source)
     if source.suffix == ".json" and source.is_file():
-        return json.loads(source.read_text())
+        return load_json(source, "COCO annotation file", DATA_BYTES)
     return dataset.to_coco()
 
 

@@ -7,7 +7,6 @@ one shard (DistributedDataParallel, gloo on CPU / nccl on GPU) and rank 0 logs, 
 
 from __future__ import annotations
 
-import argparse
 import copy
 import csv
 import dataclasses
@@ -24,44 +23,49 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from edge_yolox.errors import ConfigError, EdgeYoloxError
+from edge_yolox.arguments import Parser
+from edge_yolox.errors import ConfigError, EdgeYoloxError, one_line
+from edge_yolox.files import load_yaml
+from edge_yolox.schema import bounded, build, choice
 
 from .data.augment import AugmentConfig
 from .data.datasets import DetectionDataset, open_dataset
 from .data.loader import EpochSampler, TrainDataset, make_loader, resize_batch
 from .data.synthetic import generate_scenes
+from .models import VARIANTS
 
 LOSS_KEYS = ("total_loss", "iou_loss", "conf_loss", "cls_loss", "l1_loss", "num_fg")
 
 
 @dataclass
 class TrainConfig:
-    variant: str = "nano"
+    variant: str = choice(*VARIANTS, default="nano")
     data: str = ""
     val_data: str = ""  # default: the training data
     out: str = ""  # default runs/train/<variant>
-    epochs: int = 300
-    batch: int = 16  # total over all processes
-    img_size: int = 416
-    multiscale: tuple[int, int] | None = (320, 640)  # a new size every `multiscale_every` iterations
-    multiscale_every: int = 10
-    warmup_epochs: int = 5
-    no_aug_epochs: int = 15
-    lr_per_img: float = 0.01 / 64
-    warmup_lr: float = 0.0
-    min_lr_ratio: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
+    epochs: int = bounded(1, 100_000, default=300)
+    batch: int = bounded(1, 4096, default=16)  # total over all processes
+    img_size: int = bounded(32, 4096, default=416)
+    multiscale: tuple[int, int] | None = field(  # a new size every `multiscale_every` iterations
+        default=(320, 640), metadata={"length": 2, "range": (32, 4096)})
+    multiscale_every: int = bounded(1, default=10)
+    warmup_epochs: int = bounded(0, default=5)
+    no_aug_epochs: int = bounded(0, default=15)
+    lr_per_img: float = bounded(0, 1, default=0.01 / 64)
+    warmup_lr: float = bounded(0, 1, default=0.0)
+    min_lr_ratio: float = bounded(0, 1, default=0.05)
+    momentum: float = bounded(0, 1, default=0.9)
+    weight_decay: float = bounded(0, 1, default=5e-4)
     ema: bool = True
-    eval_interval: int = 10  # epochs; 0 = never evaluate
-    workers: int = 4
-    seed: int = 0
+    eval_interval: int = bounded(0, default=10)  # epochs; 0 = never evaluate
+    workers: int = bounded(0, 256, default=4)
+    seed: int = bounded(0, default=0)
     amp: bool = True  # used only where the device supports it (CUDA)
     sync_bn: bool = False
-    assign_mode: str = "center"  # or "legacy" (YOLOX 0.1.1: radius 2.5 + in-box)
+    assign_mode: str = choice("center", "legacy", default="center")  # legacy: YOLOX 0.1.1, radius 2.5 + in-box
     weights: str = ""
     resume: str = ""
-    max_iters: int = 0  # stop after this many iterations per epoch (smoke runs); 0 = full epochs
+    max_iters: int = bounded(0, default=0)  # stop after this many iterations per epoch (smoke runs); 0 = full
     aug: AugmentConfig = field(default_factory=AugmentConfig)
 
     @property
@@ -265,13 +269,6 @@ def save_checkpoint(path: Path, model, ema: ModelEMA | None, optimizer, epoch: i
     os.replace(tmp, path)
 
 
-def load_resume(path: str) -> dict:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)  # our own file: it holds RNG states
-    except (OSError, RuntimeError, EOFError) as exc:
-        raise ConfigError(f"{path}: cannot resume from this checkpoint ({exc})") from None
-
-
 # ----------------------------------------------------------------------------- logging
 
 
@@ -455,7 +452,9 @@ class Trainer:
         return [batch for _, batch in zip(range(count), loader)]
 
     def resume(self, path: str) -> None:
-        state = load_resume(path)
+        from .checkpoint import read_checkpoint
+
+        state = read_checkpoint(path)  # the same allow-list as every checkpoint: RNG states are tuples and arrays
         try:
             self.model.load_state_dict(state["train_model"])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -464,8 +463,9 @@ class Trainer:
                 self.ema.updates = state["ema_updates"]
             self.start_epoch, self.best_ap = state["start_epoch"], state.get("best_ap", 0.0)
             set_rng_state(state["rng"])
-        except (KeyError, RuntimeError, ValueError) as exc:
-            raise ConfigError(f"{path}: not a checkpoint this trainer can resume ({exc})") from None
+        except (KeyError, RuntimeError, ValueError, TypeError, IndexError) as exc:
+            raise ConfigError(f"{path}: not a checkpoint this trainer can resume ({type(exc).__name__}: "
+                              f"{str(exc)[:200]})") from None
         self.say(f"resumed from {path} at epoch {self.start_epoch}")
 
     def say(self, message: str) -> None:
@@ -573,7 +573,7 @@ def _size_range(text: str) -> tuple[int, int] | None:
 
 
 def parse_args(argv: list[str] | None) -> TrainConfig:
-    p = argparse.ArgumentParser(prog="edge-yolox train", description="Train YOLOX with the official recipe.")
+    p = Parser(prog="edge-yolox train", description="Train YOLOX with the official recipe.")
     p.add_argument("--variant", default="nano", help="nano, tiny, s, m, l, x (default nano)")
     p.add_argument("--data", required=True,
                    help="COCO .json / folder with annotations/, YOLO data.yaml, VOC folder, or synthetic[:N]")
@@ -596,40 +596,31 @@ def parse_args(argv: list[str] | None) -> TrainConfig:
     p.add_argument("--max-iters", type=int, help="iterations per epoch cap (smoke runs)")
     args = p.parse_args(argv)
 
-    cfg = recipe(args.variant)
+    # The variant's recipe, then the --config YAML, then the flags; validated together against the schema.
+    values = dataclasses.asdict(recipe(args.variant if args.variant in VARIANTS else "nano"))
+    origins: dict[str, str] = {}
     if args.config:
-        apply_yaml(cfg, Path(args.config))
+        layer = load_yaml(args.config, "training config") or {}
+        if not isinstance(layer, dict):
+            raise ConfigError(f"{args.config}: must be a mapping of training options")
+        for key, value in layer.items():
+            if key == "aug" and isinstance(value, dict):
+                values["aug"] = {**values["aug"], **value}
+                origins.update({f"aug.{k}": args.config for k in value})
+            else:
+                values[key] = value
+                origins[key] = args.config
     for key, value in vars(args).items():
         if value is not None and key not in ("config", "multiscale"):
-            setattr(cfg, key, value)
+            values[key], origins[key] = value, "command line"
     if args.multiscale is not None:
-        cfg.multiscale = _size_range(args.multiscale)
-    cfg.val_data = cfg.val_data or ""
+        values["multiscale"], origins["multiscale"] = _size_range(args.multiscale), "command line"
+    cfg = build(TrainConfig, values, lambda key: origins.get(key, "built-in defaults"))
     cfg.out = cfg.out or f"runs/train/{cfg.variant}"
     if cfg.img_size % 32:
-        raise ConfigError(f"--img-size {cfg.img_size} must be a multiple of 32")
+        raise ConfigError(f"{origins.get('img_size', 'built-in defaults')}: img_size {cfg.img_size}: "
+                          "must be a multiple of 32")
     return cfg
-
-
-def apply_yaml(cfg: TrainConfig, path: Path) -> None:
-    import yaml
-
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: cannot read ({exc})") from None
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    aug_known = {f.name for f in dataclasses.fields(AugmentConfig)}
-    for key, value in values.items():
-        if key == "aug" and isinstance(value, dict):
-            for k, v in value.items():
-                if k not in aug_known:
-                    raise ConfigError(f"{path}: aug.{k} is not an augmentation option ({', '.join(sorted(aug_known))})")
-                setattr(cfg.aug, k, tuple(v) if isinstance(v, list) else v)
-        elif key in known:
-            setattr(cfg, key, tuple(value) if isinstance(value, list) else value)
-        else:
-            raise ConfigError(f"{path}: {key} is not a training option ({', '.join(sorted(known))})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -638,7 +629,7 @@ def main(argv: list[str] | None = None) -> int:
         trainer = Trainer(cfg)
         best = trainer.train()
     except EdgeYoloxError as exc:
-        print(f"edge-yolox train: {exc}", file=sys.stderr)
+        print(f"edge-yolox train: {one_line(exc)}", file=sys.stderr)
         return 2
     finally:
         if dist.is_initialized():

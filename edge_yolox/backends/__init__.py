@@ -20,7 +20,7 @@ from typing import Any, Optional
 import numpy as np
 
 from edge_yolox.backends.coco import COCO_NAMES
-from edge_yolox.bundle import META_NAME, ModelMeta, Preprocess, read_bundle
+from edge_yolox.bundle import MAX_INPUT, META_NAME, ModelMeta, Preprocess, read_bundle
 from edge_yolox.errors import ModelError
 from edge_yolox.preprocess import to_nchw
 
@@ -191,6 +191,8 @@ def check_input_size(meta: ModelMeta, model_size: Sequence, path: Path) -> None:
 def static_size(dims: Sequence, fallback: Optional[Sequence[int]], path: Path) -> tuple[int, int]:
     """(h, w) from a model's input dims, or the fallback (board/flag) when they are dynamic."""
     if all(isinstance(d, int) and d > 0 for d in dims):
+        if max(dims) > MAX_INPUT:
+            raise ModelError(f"{path}: declares a {list(dims)} input, larger than {MAX_INPUT} per side: refused")
         return int(dims[0]), int(dims[1])
     size = tuple(fallback or DEFAULT_INPUT_SIZE)
     log.info("%s: dynamic input size, using %s", path, list(size))
@@ -227,6 +229,10 @@ def find_model(path: Path, backend: Optional[str]) -> tuple[str, Path, Optional[
     name, file = candidates[0]
     if name == "ncnn":
         file = file.with_suffix(".param")
+    unlisted = [f.name for f in (file, file.with_suffix(".bin") if name == "ncnn" else file)
+                if meta is not None and f.name not in meta.files]
+    if unlisted:
+        raise ModelError(f"{path / META_NAME}: files: does not list {unlisted[0]}, so it cannot be verified")
     return name, file, meta
 
 

@@ -57,15 +57,21 @@ def modules():
 
 
 def options(section: dict[str, Any], name: str, defaults: dict[str, Any]) -> dict[str, Any]:
-    """`section` checked against `defaults` (unknown keys, wrong types) and completed with them."""
+    """`section` checked against `defaults` (unknown keys, types, finite numbers, no control characters in
+    text) and completed with them. Errors name the key; the pipeline adds the file that set it."""
     from edge_yolox.errors import ConfigError
+    from edge_yolox.schema import check
 
     for key, value in section.items():
         if key not in defaults:
             raise ConfigError(f"outputs.{name}.{key}: unknown key; allowed: {', '.join(defaults)}")
-        expected = type(defaults[key])
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) if expected in (int, float) \
-            else defaults[key] is None or isinstance(value, expected)
+        default = defaults[key]
+        numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) if numeric \
+            else default is None or isinstance(value, type(default))
         if not ok:
-            raise ConfigError(f"outputs.{name}.{key}: invalid value {value!r}; allowed: a {expected.__name__}")
+            raise ConfigError(f"outputs.{name}.{key}: invalid value {value!r}; allowed: a {type(default).__name__}")
+        hint = float if numeric else list[str] if isinstance(value, list) else str if isinstance(value, str) else None
+        if hint is not None:
+            check(value, hint, {}, f"outputs.{name}.{key}", lambda _: "")
     return {**defaults, **section}

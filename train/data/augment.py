@@ -7,10 +7,12 @@ Every random choice comes from the `np.random.Generator` passed in, so a sample 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
+
+from edge_yolox.schema import bounded
 
 PAD_VALUE = 114
 MAX_LABELS = 120
@@ -20,16 +22,16 @@ MAX_LABELS = 120
 class AugmentConfig:
     """The official YOLOX knobs (defaults: the YOLOX-S recipe; `recipe()` in the trainer sets Nano/Tiny)."""
 
-    mosaic_prob: float = 1.0
-    mixup_prob: float = 1.0
-    hsv_prob: float = 1.0
-    flip_prob: float = 0.5
-    degrees: float = 10.0
-    translate: float = 0.1
-    mosaic_scale: tuple[float, float] = (0.1, 2.0)
-    mixup_scale: tuple[float, float] = (0.5, 1.5)
-    shear: float = 2.0
-    hsv_gains: tuple[int, int, int] = (5, 30, 30)
+    mosaic_prob: float = bounded(0, 1, default=1.0)
+    mixup_prob: float = bounded(0, 1, default=1.0)
+    hsv_prob: float = bounded(0, 1, default=1.0)
+    flip_prob: float = bounded(0, 1, default=0.5)
+    degrees: float = bounded(0, 180, default=10.0)
+    translate: float = bounded(0, 1, default=0.1)
+    mosaic_scale: tuple[float, float] = field(default=(0.1, 2.0), metadata={"length": 2, "range": (0.01, 10)})
+    mixup_scale: tuple[float, float] = field(default=(0.5, 1.5), metadata={"length": 2, "range": (0.01, 10)})
+    shear: float = bounded(0, 45, default=2.0)
+    hsv_gains: tuple[int, int, int] = field(default=(5, 30, 30), metadata={"length": 3, "range": (0, 255)})
 
 
 def hsv_jitter(image: np.ndarray, rng: np.random.Generator, gains=(5, 30, 30)) -> np.ndarray:

@@ -7,7 +7,7 @@ Each parses its annotations up front (so a broken record fails at start, naming 
 
 from __future__ import annotations
 
-import json
+import math
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from edge_yolox.errors import ConfigError
+from edge_yolox.files import DATA_BYTES, load_json, load_yaml
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
@@ -91,36 +92,64 @@ def _boxes(rows: list[list[float]]) -> np.ndarray:
 def coco_dataset(annotation_file: str | Path, image_dir: str | Path | None = None) -> DetectionDataset:
     """COCO JSON; images in `image_dir` (default: `images/` beside the `annotations/` folder, else beside the file)."""
     ann_path = Path(annotation_file)
-    try:
-        data = json.loads(ann_path.read_text())
-        categories = sorted(data["categories"], key=lambda c: c["id"])
-        images = data["images"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"{ann_path}: not a COCO annotation file ({type(exc).__name__}: {exc})") from None
+    data = load_json(ann_path, "COCO annotation file", DATA_BYTES)
+    categories = sorted(_coco_items(data, "categories", ann_path, {"id": int, "name": str}), key=lambda c: c["id"])
+    images = _coco_items(data, "images", ann_path, {"id": int, "file_name": str})
+    if not categories:
+        raise ConfigError(f"{ann_path}: categories: empty (no classes to train or evaluate)")
     if image_dir is None:
         beside = ann_path.parent.parent / "images"
         image_dir = beside if ann_path.parent.name == "annotations" and beside.is_dir() else ann_path.parent
     index_of = {c["id"]: i for i, c in enumerate(categories)}
     per_image: dict[int, tuple[list, list]] = {img["id"]: ([], []) for img in images}
-    for n, ann in enumerate(data.get("annotations", [])):
+    for n, ann in enumerate(_coco_items(data, "annotations", ann_path, {"image_id": int, "category_id": int},
+                                        required=False)):
         try:
             if ann.get("iscrowd", 0):
                 continue
             x, y, w, h = (float(v) for v in ann["bbox"])
+            if not all(map(math.isfinite, (x, y, w, h))):
+                raise ValueError("bbox values must be finite")
             if w <= 0 or h <= 0:
                 continue
             boxes, classes = per_image[ann["image_id"]]
             classes.append(index_of[ann["category_id"]])
             boxes.append([x, y, x + w, y + h])
         except (KeyError, ValueError, TypeError) as exc:
-            raise ConfigError(f"{ann_path}: annotation #{n} (id {ann.get('id')}) is invalid: {exc!r}") from None
+            raise ConfigError(f"{ann_path}: annotations[{n}] (id {ann.get('id')}) is invalid: {exc!r}") from None
     records = []
-    for img in images:
+    for n, img in enumerate(images):
+        name = Path(img["file_name"])
+        if name.is_absolute() or ".." in name.parts:
+            raise ConfigError(f"{ann_path}: images[{n}].file_name: {str(name)!r} must stay inside the image folder")
+        size = _coco_size(img, f"{ann_path}: images[{n}]")
         boxes, classes = per_image[img["id"]]
-        size = (int(img["height"]), int(img["width"])) if "height" in img and "width" in img else None
-        records.append(Record(Path(image_dir) / img["file_name"], _boxes(boxes), np.asarray(classes, np.int64),
-                              int(img["id"]), size))
+        records.append(Record(Path(image_dir) / name, _boxes(boxes), np.asarray(classes, np.int64), img["id"], size))
     return DetectionDataset([c["name"] for c in categories], records, str(ann_path), [c["id"] for c in categories])
+
+
+def _coco_items(data, key: str, path: Path, fields: dict[str, type], required: bool = True) -> list[dict]:
+    """data[key] as a list of objects whose `fields` have the given types; a ConfigError names the first bad one."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: not a COCO annotation file (top level is a {type(data).__name__}, not an object)")
+    items = data.get(key, None if required else [])
+    if not isinstance(items, list):
+        raise ConfigError(f"{path}: {key}: must be a list, got {type(items).__name__}")
+    for n, item in enumerate(items):
+        bad = [f for f, t in fields.items() if not isinstance(item, dict) or not isinstance(item.get(f), t)
+               or isinstance(item.get(f), bool)]
+        if bad:
+            raise ConfigError(f"{path}: {key}[{n}].{bad[0]}: missing or not a {fields[bad[0]].__name__}")
+    return items
+
+
+def _coco_size(img: dict, where: str) -> tuple[int, int] | None:
+    if "height" not in img or "width" not in img:
+        return None
+    h, w = img["height"], img["width"]
+    if not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 1 << 16 for v in (h, w)):
+        raise ConfigError(f"{where}: height/width must be integers 1..65536, got {h!r} x {w!r}")
+    return h, w
 
 
 def _yolo_names(raw, source: str) -> list[str]:
@@ -134,14 +163,12 @@ def _yolo_names(raw, source: str) -> list[str]:
 def yolo_dataset(data_yaml: str | Path, split: str = "train") -> DetectionDataset:
     """Ultralytics layout: `data.yaml` with `path`, `train`/`val` (an image folder or a .txt list) and `names`;
     labels in the parallel `labels/` folder, one `class cx cy w h` (normalised) line per object."""
-    import yaml
-
     yaml_path = Path(data_yaml)
+    cfg = load_yaml(yaml_path, "dataset YAML")
     try:
-        cfg = yaml.safe_load(yaml_path.read_text())
         names = _yolo_names(cfg["names"], str(yaml_path))
         split_value = cfg[split]
-    except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
+    except (KeyError, TypeError) as exc:
         raise ConfigError(f"{yaml_path}: cannot read the {split!r} split ({type(exc).__name__}: {exc})") from None
     root = (yaml_path.parent / str(cfg.get("path", "."))).resolve()
     split_path = root / str(split_value)
