@@ -1,6 +1,7 @@
 """A real mosquitto broker for the MQTT tests and bench: password auth on a plain listener, and a TLS
 listener (CA, server and client certificates made here with the openssl CLI) that also wants a client
-certificate. Persistence is on, so a subscriber's session survives the broker being killed."""
+certificate. Persistence is on, so a subscriber's session survives the broker being killed. `runtime()` starts
+`edge-yolox run` publishing to it."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 USER, PASSWORD = "edge", "pw-not-in-argv-7c1"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _need(tool: str, package: str) -> str:
@@ -110,12 +113,14 @@ class Broker:
 
 class Subscriber:
     """A test client on `<prefix>/#` with a persistent QoS 1 session, so it misses nothing across a broker
-    restart; collects (topic, payload, retain) in arrival order."""
+    restart; collects (topic, payload, retain) in arrival order. `on_arrival(topic)`, when set, runs in its network
+    thread right after each message is stored (to act at an exact arrival, without the waiting thread's delay)."""
 
     def __init__(self, broker: Broker, topic: str = "#", client_id: str = "test-subscriber", durable: bool = False):
         import paho.mqtt.client as mqtt
 
         self.messages: list[tuple[str, bytes, bool]] = []
+        self.on_arrival: Optional[Callable[[str], None]] = None
         self.cond = threading.Condition()
         self.subscribed = threading.Event()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
@@ -135,6 +140,8 @@ class Subscriber:
         with self.cond:
             self.messages.append((message.topic, message.payload, message.retain))
             self.cond.notify_all()
+        if self.on_arrival is not None:
+            self.on_arrival(message.topic)
 
     def wait_for(self, predicate, timeout: float = 20.0) -> bool:
         with self.cond:
@@ -150,3 +157,12 @@ class Subscriber:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def runtime(broker: Broker, *args: str, **popen) -> subprocess.Popen:
+    """`edge-yolox -v run` publishing to the broker, as a user (or the systemd unit) starts it; debug logging
+    shows that not even debug output carries the password."""
+    cmd = [sys.executable, "-m", "edge_yolox.cli", "-v", "run", "--threads", "1", "--device-id", "cam1",
+           "--mqtt", broker.url(), "--mqtt-password-file", str(broker.password_file), *args]
+    popen = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **popen}
+    return subprocess.Popen(cmd, cwd=ROOT, text=True, **popen)

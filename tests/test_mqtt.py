@@ -1,7 +1,8 @@
 """MQTT output against a real mosquitto (password auth, TLS with CA and client certificates): the
 documented payload from a real `edge-yolox run`, a broker killed for 10 s without losing a QoS 1 message,
-the last will when the runtime is killed, SIGTERM during an outage (spill, exit 0), the bounded queue,
-detection filters and Home Assistant discovery."""
+the last will when the runtime is killed, SIGTERM during an outage (journal kept, exit 0), the bounded queue,
+detection filters, Home Assistant discovery, and no password of a malformed URL in any error.
+The journal's kill -9 test is in test_mqtt_journal.py."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from mqtt_helpers import PASSWORD, Broker, Subscriber, free_port
+from mqtt_helpers import PASSWORD, Broker, Subscriber, free_port, runtime
 from runtime_helpers import ROOT, onnx_model, records, video
 
 from edge_yolox.errors import ConfigError
@@ -56,14 +57,6 @@ def frames_of(sub: Subscriber) -> list[int]:
     return [r["frame"] for r in sub.records()]
 
 
-def runtime(broker: Broker, *args: str, **popen) -> subprocess.Popen:
-    """`edge-yolox -v run` publishing to the broker, as a user (or the systemd unit) starts it; debug logging
-    shows that not even debug output carries the password."""
-    cmd = [sys.executable, "-m", "edge_yolox.cli", "-v", "run", "--threads", "1", "--device-id", "cam1",
-           "--mqtt", broker.url(), "--mqtt-password-file", str(broker.password_file), *args]
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
-
-
 # ---- configuration
 
 
@@ -84,12 +77,34 @@ def test_config_errors_name_the_key(tmp_path):
             mqtt_sink.from_config(section, CTX)
 
 
+SECRET = "S3cr3t-pw"
+MALFORMED = ["mqtt://u:{}@/x", "http://u:{}@host", "mqtt://u:{}@host:notaport/x", "mqtt://u:{}@[::1/x",
+             "mqtt://u:{}@[zz]/x", "mqtts://:{}@", "mqtt://u:pa/{}@host/x", "mqtt://u:{}@host/a+b", "u:{}@host",
+             "mqtt:u:{}@host", "mqtt://u:{}@host:99999", "mqtt://u:p@{}@host/x", "ftp://u:{}@", "mqtt://u:{}",
+             "mqtt://u:{}/x", "MQTT://u:{}@h\nost", " mqtt://u:{}@host"]
+
+
+def test_no_password_of_a_malformed_url_in_any_error():
+    for url in MALFORMED:
+        with pytest.raises(ConfigError, match=r"^outputs\.mqtt\.url: ") as error:
+            mqtt_sink.from_config({"url": url.format(SECRET)}, CTX)
+        assert SECRET not in str(error.value), url
+    assert mqtt_sink.redact("mqtt://u:pw@host:1883/x") == "mqtt://u:***@host:1883/x"
+    for url in MALFORMED[:4]:  # and through the CLI, with debug logging
+        proc = subprocess.run([sys.executable, "-m", "edge_yolox.cli", "-v", "run", "--source", "synthetic",
+                               "--model", str(onnx_model()), "--mqtt", url.format(SECRET), "--limit", "1"],
+                              cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        assert SECRET not in proc.stderr + proc.stdout, url
+
+
 def test_bad_flag_is_one_line_error_from_the_cli():
     proc = subprocess.run([sys.executable, "-m", "edge_yolox.cli", "run", "--source", "synthetic", "--model",
                            str(onnx_model()), "--mqtt", "mqtt://u:pw@127.0.0.1/x", "--limit", "1"],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1].startswith("edge-yolox: error: outputs.mqtt.url")
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("edge-yolox: error: ") and "outputs.mqtt.url: a password in the URL" in last
     assert "Traceback" not in proc.stderr
 
 
@@ -156,7 +171,7 @@ def test_last_will_when_the_runtime_is_killed(broker, subscriber):
         late.close()
 
 
-def test_sigterm_during_outage_spills_the_queue_and_exits_0(broker, subscriber, tmp_path):
+def test_sigterm_during_outage_keeps_the_queue_and_exits_0(broker, subscriber, tmp_path):
     spill = tmp_path / "state" / "mqtt-spill.jsonl"
     spill.parent.mkdir()
     proc = runtime(broker, "--source", "synthetic", "--model", str(onnx_model()), "--mqtt-spill", str(spill))
@@ -172,7 +187,7 @@ def test_sigterm_during_outage_spills_the_queue_and_exits_0(broker, subscriber, 
     assert time.monotonic() - stopped < 30  # WatchdogSec of the rendered unit
     processed = [r["frame"] for r in records(out)]
     spilled = [json.loads(line) for line in spill.read_text().splitlines()]
-    assert spilled and "saved to" in err
+    assert spilled and "kept in" in err
     broker.start()
     s = sink(broker, spill=str(spill))  # the next start of the service sends what was saved
     try:
@@ -180,7 +195,7 @@ def test_sigterm_during_outage_spills_the_queue_and_exits_0(broker, subscriber, 
             f"missing: {sorted(set(processed) - set(frames_of(subscriber)))[:20]}"
     finally:
         s.close()
-    assert not spill.exists()
+    assert spill.read_text() == ""  # every message acknowledged: the final rewrite keeps none
     assert s.counters["restored"] == len(spilled)
 
 

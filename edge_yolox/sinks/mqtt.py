@@ -4,16 +4,23 @@ Topics: `<prefix>/<device>/detections` (the frame record of DESIGN.md as JSON), 
 (`online` retained on every connect, `offline` retained as the last will and on a clean stop) and
 `<prefix>/<device>/stats` (the runtime's periodic stats plus this sink's counters).
 
-Delivery: `write` only appends to a bounded queue (the oldest message is dropped and counted when it is
-full). A publisher thread hands messages to paho while connected, at most WINDOW at a time, and a message
+Delivery: `write` only appends to a bounded queue (the oldest message is dropped, counted and logged when it
+is full). A publisher thread hands messages to paho while connected, at most WINDOW at a time, and a message
 leaves this sink only when the broker acknowledged it (PUBACK/PUBCOMP; for QoS 0 when it was written to
 the socket). Across a disconnect paho re-sends the unacknowledged window with the same message ids and we
-keep our copies until those acks arrive, so with QoS >= 1 nothing is lost while the queue has room. On
-shutdown what is still unacknowledged is written to the `spill` file and queued again at the next start.
+keep our copies until those acks arrive, so with QoS >= 1 nothing is lost while the queue has room.
+
+Crashes: with `spill` set, the queue is also a journal on disk (see Journal). Every accepted message is
+written to it before `write` returns and leaves it only once acknowledged (or dropped from a full queue);
+at start every unacknowledged entry is queued again. Delivery is at-least-once: a message acknowledged just
+before a crash may be sent twice, none is lost. A `kill -9` or any crash of the process loses nothing (the
+lines are in the kernel's page cache); a power cut or kernel crash may lose messages accepted in the last
+SYNC_INTERVAL_S (plus the time an fsync takes), as the journal is fsynced at that cadence, not per message.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -32,6 +39,8 @@ from edge_yolox.sinks import Sink, SinkContext, options
 
 NAME = "mqtt"
 WINDOW = 20  # messages handed to paho and not yet acknowledged (mosquitto's default max_inflight_messages)
+SYNC_INTERVAL_S = 0.5  # journal fsync cadence: what a power cut may cost (an fsync per message wears SD cards)
+COMPACT_MIN_LINES = 1000  # settled journal lines tolerated before a rewrite, however few messages are live
 DETECTION_MODES = ("all", "nonempty", "change")
 DEFAULTS: dict[str, Any] = {
     "url": "",  # mqtt://[user@]host[:port]/prefix or mqtts://...
@@ -46,7 +55,7 @@ DEFAULTS: dict[str, Any] = {
     "detections": "all",  # all | nonempty (only frames with detections) | change (label counts changed)
     "max_rate": 0.0,  # at most this many detection messages per second (0: no limit)
     "queue_size": 1000,
-    "spill": "",  # file the unsent queue is saved to at shutdown and restored from at start
+    "spill": "",  # journal of the queue (unacknowledged messages), resent at start; survives kill -9
     "flush_timeout_s": 2.0,  # at shutdown, wait this long for the queue to drain while connected
     "keepalive_s": 30,
     "reconnect_min_s": 0.5,
@@ -63,6 +72,7 @@ class Message(NamedTuple):
     payload: bytes
     qos: int
     retain: bool
+    seq: int = 0  # its journal entry
 
 
 # ---- configuration
@@ -84,7 +94,8 @@ def add_arguments(parser) -> None:
                    help="which frames to publish: all (default), nonempty, change")
     g.add_argument("--mqtt-max-rate", type=float, metavar="HZ", help="at most HZ detection messages per second")
     g.add_argument("--mqtt-queue", type=int, metavar="N", help="messages kept during a broker outage (1000)")
-    g.add_argument("--mqtt-spill", metavar="PATH", help="save unsent messages here at shutdown, resend at start")
+    g.add_argument("--mqtt-spill", metavar="PATH",
+                   help="journal file of unacknowledged messages, resent at start (survives crashes)")
     g.add_argument("--mqtt-client-id", metavar="ID", help="MQTT client id (default edge-yolox-<device>)")
     g.add_argument("--mqtt-homeassistant", action="store_true", default=None,
                    help="publish Home Assistant MQTT discovery (count sensors per label)")
@@ -104,6 +115,15 @@ def section_from_args(args) -> Optional[dict]:
 
 def _fail(key: str, value: Any, allowed: str) -> ConfigError:
     return ConfigError(f"outputs.{NAME}.{key}: invalid value {value!r}; allowed: {allowed}")
+
+
+def redact(url: str) -> str:
+    """`url` fit for a message or a log: whatever lies between the first ':' after the scheme and the last '@'
+    (where a password is, however malformed the rest) becomes ***. May hide a port too, never shows a password."""
+    at = url.rfind("@")
+    scheme_end = url.find("://", 0, max(at, 0))
+    colon = url.find(":", scheme_end + 3 if scheme_end >= 0 else 0, max(at, 0))
+    return url if colon < 0 else f"{url[:colon + 1]}***{url[at:]}"
 
 
 def _topic_level(text: str) -> str:
@@ -137,23 +157,29 @@ class Settings(NamedTuple):
 
 
 def parse_url(url: str, username: str = "") -> Settings:
-    parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-        raise _fail("url", url, "mqtt://[user@]host[:port]/prefix or mqtts://...")
+    form = "mqtt://[user@]host[:port]/prefix or mqtts://..."
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed [IPv6 bracket
+        raise _fail("url", redact(url), form) from None
     if parts.password is not None:
         raise ConfigError(f"outputs.{NAME}.url: a password in the URL would show in `ps` and logs; "
                           f"use password_file (--mqtt-password-file) or password_env")
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        raise _fail("url", redact(url), form)
     try:
         port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
-    except ValueError:
-        raise _fail("url", url, "a port 1-65535") from None
+    except ValueError:  # not echoed: in `mqtt://user:secret/x` (host forgotten) the "port" is a password
+        raise ConfigError(f"outputs.{NAME}.url: invalid port; allowed: a number 1-65535") from None
     prefix = parts.path.strip("/") or "edge-yolox"
     if any(c in prefix for c in "+#\0"):
-        raise _fail("url", url, "a topic prefix without + # characters")
+        raise _fail("url", redact(url), "a topic prefix without + # characters")
     return Settings(parts.hostname, port, parts.scheme == "mqtts", parts.username or username or None, prefix)
 
 
 def from_config(section: dict, ctx: SinkContext) -> MqttSink:
+    if isinstance(section.get("url"), str) and section["url"]:
+        parse_url(section["url"])  # first: the generic checks below would echo a bad URL with its password
     opts = options(section, NAME, DEFAULTS)
     if not opts["url"]:
         raise ConfigError(f"outputs.{NAME}.url: required (mqtt://[user@]host[:port]/prefix)")
@@ -169,16 +195,21 @@ def from_config(section: dict, ctx: SinkContext) -> MqttSink:
         raise _fail("max_rate" if opts["max_rate"] < 0 else "flush_timeout_s", -1, ">= 0")
     if not 0 < opts["reconnect_min_s"] <= opts["reconnect_max_s"]:
         raise ConfigError(f"outputs.{NAME}.reconnect_min_s: must be > 0 and <= reconnect_max_s")
-    spill = Path(os.path.expandvars(opts["spill"])).expanduser() if opts["spill"] else None
-    if spill is not None and not os.access(spill.parent, os.W_OK):
-        raise ConfigError(f"outputs.{NAME}.spill: cannot write in {spill.parent}")
     labels = list(opts["homeassistant_labels"]) or \
         (["person"] if "person" in ctx.class_names else list(ctx.class_names[:1]))
     unknown = [label for label in labels if ctx.class_names and label not in ctx.class_names]
     if opts["homeassistant"] and unknown:
         raise _fail("homeassistant_labels", unknown[0], "labels of the model")
     password = read_password(opts) if settings.username else None
+    spill = Path(os.path.expandvars(opts["spill"])).expanduser() if opts["spill"] else None
     return MqttSink(settings, opts, ctx, password, spill, labels)
+
+
+def _open_journal(path: Path) -> Journal:
+    try:
+        return Journal(path)
+    except OSError as exc:  # a folder, an unwritable place, a missing parent
+        raise ConfigError(f"outputs.{NAME}.spill: cannot keep the journal in {path} ({exc.strerror or exc})") from None
 
 
 # ---- the sink
@@ -189,7 +220,7 @@ class MqttSink(Sink):
                  spill: Optional[Path], ha_labels: list[str]):
         import paho.mqtt.client as mqtt  # imported here: the runtime starts without paho unless --mqtt is used
 
-        self.settings, self.opts, self.ctx, self.spill, self.ha_labels = settings, opts, ctx, spill, ha_labels
+        self.settings, self.opts, self.ctx, self.ha_labels = settings, opts, ctx, ha_labels
         device = _topic_level(ctx.device)
         base = f"{settings.prefix}/{device}"
         self.topics = {kind: f"{base}/{kind}" for kind in ("detections", "status", "stats")}
@@ -205,9 +236,10 @@ class MqttSink(Sink):
         self.direct: set[int] = set()  # our own status/discovery messages, outside the queue
         self.connected = False
         self.outage_logged = False
+        self.drop_logged = False
         self.stopping = False
         self.counters = {"published": 0, "dropped": 0, "connects": 0, "restored": 0}
-        self._restore()
+        self.next_seq = 0
 
         client_id = opts["client_id"] or f"edge-yolox-{device}"
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311,
@@ -220,6 +252,10 @@ class MqttSink(Sink):
             self.client.username_pw_set(settings.username, password)
         if settings.tls:
             self._set_tls()
+        # Opened once nothing else can fail, so a config error leaves no journal thread behind.
+        self.journal = _open_journal(spill) if spill is not None else None
+        if self.journal is not None:
+            self._restore(self.journal)
         self.client.on_connect = self._on_connect
         self.client.on_connect_fail = self._on_connect_fail
         self.client.on_disconnect = self._on_disconnect
@@ -267,11 +303,27 @@ class MqttSink(Sink):
 
     def _put(self, message: Message) -> None:
         with self.cond:
-            if len(self.queue) >= self.opts["queue_size"]:
-                self.queue.popleft()
-                self.counters["dropped"] += 1
-            self.queue.append(message)
-            self.cond.notify_all()
+            message = message._replace(seq=self.next_seq)
+            self.next_seq += 1
+            if self.journal is not None:
+                self.journal.add(message)
+            self._enqueue(message)
+
+    def _enqueue(self, message: Message) -> None:
+        """Under self.cond."""
+        if len(self.queue) >= self.opts["queue_size"]:
+            self._settle(self.queue.popleft())
+            self.counters["dropped"] += 1
+            if not self.drop_logged:  # once per outage; the stats carry the count
+                log.warning("mqtt: queue full (%d messages); dropping the oldest", self.opts["queue_size"])
+                self.drop_logged = True
+        self.queue.append(message)
+        self.cond.notify_all()
+
+    def _settle(self, message: Message) -> None:
+        """`message` is done with (acknowledged or dropped): it leaves the journal."""
+        if self.journal is not None:
+            self.journal.settle(message.seq)
 
     # ---- publisher thread
 
@@ -285,13 +337,15 @@ class MqttSink(Sink):
                 if self.stopping:
                     return
                 message = self.queue.popleft()
-            info = self.client.publish(*message)  # never under our lock: paho calls on_publish under its own
+            # Never under our lock: paho calls on_publish under its own.
+            info = self.client.publish(message.topic, message.payload, message.qos, message.retain)
             with self.cond:
                 if info.rc == MQTT_ERR_SUCCESS or (info.rc == MQTT_ERR_NO_CONN and message.qos > 0):
                     # Taken by paho (a QoS>0 message published while disconnected is sent on reconnect).
                     if info.mid in self.early:
                         self.early.discard(info.mid)
                         self.counters["published"] += 1
+                        self._settle(message)
                     else:
                         self.inflight[info.mid] = message
                 elif info.rc == MQTT_ERR_NO_CONN:
@@ -300,6 +354,7 @@ class MqttSink(Sink):
                 else:
                     log.error("mqtt: publish to %s refused (%s); message dropped", message.topic, info.rc)
                     self.counters["dropped"] += 1
+                    self._settle(message)
 
     # ---- paho network thread callbacks
 
@@ -316,7 +371,7 @@ class MqttSink(Sink):
             own += [client.publish(topic, payload, qos=1, retain=True).mid for topic, payload in self._discovery()]
         with self.cond:
             self.direct.update(own)
-            self.connected, self.outage_logged = True, False
+            self.connected, self.outage_logged, self.drop_logged = True, False, False
             self.counters["connects"] += 1
             self.cond.notify_all()
 
@@ -339,10 +394,12 @@ class MqttSink(Sink):
 
     def _on_publish(self, client, userdata, mid, reason, properties) -> None:
         with self.cond:
+            message = self.inflight.pop(mid, None)
             if mid in self.direct:
                 self.direct.discard(mid)
-            elif self.inflight.pop(mid, None) is not None:
+            elif message is not None:
                 self.counters["published"] += 1
+                self._settle(message)
             else:
                 self.early.add(mid)
             self.cond.notify_all()
@@ -366,7 +423,7 @@ class MqttSink(Sink):
         return [(f"{prefix}/sensor/{device_id}/{key}/config",
                  _json({**common, **config, "unique_id": f"{device_id}_{key}"})) for key, config in sensors.items()]
 
-    # ---- shutdown and the spill file
+    # ---- shutdown, restart
 
     def close(self) -> None:
         deadline = time.monotonic() + self.opts["flush_timeout_s"]
@@ -390,48 +447,189 @@ class MqttSink(Sink):
         stopper = threading.Thread(target=self.client.loop_stop, daemon=True)
         stopper.start()
         stopper.join(timeout=3)
+        unsent = self.health()["queued"]
+        if self.journal is not None:
+            self.journal.close()
+            if unsent:
+                log.info("mqtt: %d undelivered messages kept in %s, sent at the next start", unsent,
+                         self.journal.path)
+        elif unsent:
+            log.warning("mqtt: %d messages not delivered at shutdown (set outputs.mqtt.spill to keep them)", unsent)
+
+    def _restore(self, journal: Journal) -> None:
         with self.cond:
-            unsent = list(self.inflight.values()) + list(self.queue)
-        self._save(unsent)
+            for message in journal.restored:
+                self._enqueue(message)
+            self.next_seq = journal.restored[-1].seq + 1 if journal.restored else 0
+            self.counters["restored"] = len(journal.restored)
+        journal.restored = []
+        if self.counters["restored"]:
+            log.info("mqtt: %d unacknowledged messages restored from %s", self.counters["restored"], journal.path)
+        journal.start()
 
-    def _save(self, unsent: list[Message]) -> None:
-        if not unsent:
-            if self.spill is not None:
-                self.spill.unlink(missing_ok=True)
-            return
-        if self.spill is None:
-            log.warning("mqtt: %d messages not delivered at shutdown (set outputs.mqtt.spill to keep them)",
-                        len(unsent))
-            return
-        tmp = self.spill.with_name(self.spill.name + ".tmp")
-        try:
-            with open(tmp, "w", encoding="utf-8") as f:
-                for m in unsent:
-                    f.write(json.dumps({"topic": m.topic, "payload": m.payload.decode(), "qos": m.qos,
-                                        "retain": m.retain}, separators=(",", ":")) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.spill)  # atomic: a crash mid-write never leaves half a spill file
-            log.info("mqtt: %d undelivered messages saved to %s", len(unsent), self.spill)
-        except OSError as exc:
-            log.error("mqtt: cannot save %d undelivered messages to %s (%s)", len(unsent), self.spill, exc)
 
-    def _restore(self) -> None:
-        if self.spill is None or not self.spill.exists():
-            return
+class Journal:
+    """The MQTT queue on disk, one JSON object a line: `{"seq": N, "topic", "payload", "qos", "retain"}` when a
+    message is accepted, `{"done": N}` once it is acknowledged or dropped. Each line reaches the kernel with one
+    write() before the caller goes on, so a crash of the process loses nothing; a thread fsyncs every
+    SYNC_INTERVAL_S, so a power cut loses at most that last stretch (a lost `done` only means a duplicate).
+
+    Bounded: the sink keeps at most queue_size + WINDOW messages live, and once settled lines outnumber
+    max(COMPACT_MIN_LINES, live ones) (checked every SYNC_INTERVAL_S) the file is rewritten with the live
+    messages only (tmp file, fsync, rename, fsync of the folder): it holds about twice that, plus what one
+    interval adds. The start does the same rewrite, which also drops a line torn by a power cut before
+    anything is appended after it.
+    On a write error (disk full) messages stay in memory and a rewrite is tried every SYNC_INTERVAL_S.
+    """
+
+    def __init__(self, path: Path):
+        self.path, self.tmp = path, path.with_name(path.name + ".tmp")
+        self.lock = threading.Lock()
+        self.restored = self._load()
+        self.live = {m.seq: _line(m) for m in self.restored}  # seq -> its line, for rewrites
+        self.fd: Optional[int] = None
+        self.lines = 0  # in the file
+        self.tail: Optional[list[str]] = None  # lines appended while a rewrite is under way
+        self.unsynced = self.failing = False
+        self.compact()
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._sync_loop, name="mqtt-journal", daemon=True)
+
+    def _load(self) -> list[Message]:
+        entries: dict[int, Message] = {}
         bad = 0
-        with open(self.spill, encoding="utf-8", errors="replace") as f:
-            for line in f:
+        try:
+            f = open(self.path, "rb")
+        except FileNotFoundError:
+            return []
+        with f:
+            for number, raw in enumerate(f):
                 try:
-                    m = json.loads(line)
-                    self._put(Message(str(m["topic"]), str(m["payload"]).encode(), int(m["qos"]), bool(m["retain"])))
-                    self.counters["restored"] += 1
-                except (ValueError, KeyError, TypeError):
+                    item = json.loads(raw)
+                    if "done" in item:
+                        entries.pop(int(item["done"]), None)
+                    else:  # no seq: a spill file of an earlier version (messages only)
+                        seq = int(item["seq"]) if "seq" in item else number
+                        entries[seq] = Message(str(item["topic"]), str(item["payload"]).encode(), int(item["qos"]),
+                                               bool(item["retain"]), seq)
+                except (ValueError, KeyError, TypeError, RecursionError):
                     bad += 1
         if bad:
-            log.warning("mqtt: %s: %d damaged lines skipped", self.spill, bad)
-        log.info("mqtt: %d messages restored from %s", self.counters["restored"], self.spill)
-        self.spill.unlink()
+            log.warning("mqtt: %s: %d damaged lines skipped (a write cut short by a crash?)", self.path, bad)
+        return sorted(entries.values(), key=lambda m: m.seq)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def add(self, message: Message) -> None:
+        line = _line(message)
+        with self.lock:
+            self.live[message.seq] = line
+            self._append(line)
+
+    def settle(self, seq: int) -> None:
+        with self.lock:
+            if self.live.pop(seq, None) is not None:
+                self._append(json.dumps({"done": seq}) + "\n")
+
+    def _append(self, line: str) -> None:
+        """Under self.lock."""
+        if self.tail is not None:
+            self.tail.append(line)
+        if self.failing or self.fd is None:  # the next rewrite writes every live message from memory
+            return
+        try:
+            _write_all(self.fd, line)
+        except OSError as exc:
+            self._failed(exc)
+            return
+        self.lines += 1
+        self.unsynced = True
+
+    def _failed(self, exc: OSError) -> None:
+        if not self.failing:
+            log.error("mqtt: cannot write the journal %s (%s); keeping messages in memory, retrying",
+                      self.path, exc.strerror or exc)
+        self.failing = True  # a half-written line must not get another glued to it: append nothing more
+
+    def compact(self) -> None:
+        """Rewrite the file with the live messages only. The fsync runs outside the lock (it can take long on
+        an SD card and write() must not wait for it); lines appended meanwhile go to the old file and to
+        `tail`, copied to the new one under the lock just before the rename."""
+        with self.lock:
+            snapshot, self.tail = list(self.live.values()), []
+        try:
+            fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
+            try:
+                _write_all(fd, "".join(snapshot))
+                os.fsync(fd)
+                with self.lock:
+                    _write_all(fd, "".join(self.tail))
+                    os.replace(self.tmp, self.path)
+                    old, self.fd = self.fd, fd
+                    self.lines, self.unsynced = len(snapshot) + len(self.tail), True
+                    recovered, self.failing = self.failing, False
+            except BaseException:
+                os.close(fd)
+                raise
+        finally:
+            with self.lock:
+                self.tail = None
+        if old is not None:
+            os.close(old)
+        if recovered:
+            log.info("mqtt: journal %s writable again", self.path)
+        folder = os.open(self.path.parent, os.O_RDONLY)  # makes the rename itself durable
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+        self.sync()
+
+    def sync(self) -> None:
+        with self.lock:
+            fd, self.unsynced = self.fd, False
+        if fd is not None:
+            os.fsync(fd)
+
+    def _sync_loop(self) -> None:
+        while not self.stopped.wait(SYNC_INTERVAL_S):
+            try:
+                with self.lock:
+                    live = len(self.live)
+                    due = self.failing or self.lines - live >= max(COMPACT_MIN_LINES, live)
+                    unsynced = self.unsynced
+                if due:
+                    self.compact()
+                elif unsynced:
+                    self.sync()
+            except OSError as exc:
+                with self.lock:
+                    self._failed(exc)
+
+    def close(self) -> None:
+        """The final rewrite leaves only what is still unacknowledged."""
+        self.stopped.set()
+        self.thread.join()
+        try:
+            self.compact()
+        except OSError as exc:
+            log.error("mqtt: cannot rewrite the journal %s at shutdown (%s)", self.path, exc.strerror or exc)
+        with self.lock:  # paho's thread may still settle a late ack: it must find no descriptor
+            fd, self.fd = self.fd, None
+        if fd is not None:
+            os.close(fd)
+
+
+def _line(message: Message) -> str:
+    return json.dumps({"seq": message.seq, "topic": message.topic, "payload": message.payload.decode(),
+                       "qos": message.qos, "retain": message.retain}, separators=(",", ":")) + "\n"
+
+
+def _write_all(fd: int, text: str) -> None:
+    data = text.encode()
+    if os.write(fd, data) != len(data):  # a short write: the disk is full
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
 def _json(data: dict[str, Any]) -> bytes:
