@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import importlib.util
 import platform
 from pathlib import Path
@@ -36,13 +37,23 @@ def core() -> list[Row]:
         rows.append(("C++ core", "OK", "edge_yolox._core loaded"))
     except ImportError as exc:
         rows.append(("C++ core", "FAIL", f"{exc} (reinstall edge-yolox)"))
+    import numpy
+
+    rows.append(("numpy", "OK", f"{numpy.__version__} ({_where(numpy)})"))
     import cv2
 
     build = cv2.getBuildInformation()
     videoio = [name for name in ("FFMPEG", "GStreamer", "v4l/v4l2")
                if any(line.strip().startswith(name + ":") and "YES" in line for line in build.splitlines())]
-    rows.append(("opencv", "OK", f"{cv2.__version__}, video I/O: {', '.join(videoio) or 'none'}"))
+    rows.append(("opencv", "OK", f"{cv2.__version__}, video I/O: {', '.join(videoio) or 'none'} ({_where(cv2)})"))
     return rows
+
+
+def _where(module) -> str:
+    """Where a module was imported from: the system's (apt) packages or the venv's (pip)."""
+    path = Path(module.__file__)
+    folder = path.parent.parent if path.stem == "__init__" else path.parent
+    return f"{'system, ' if folder.name == 'dist-packages' else ''}{folder}"
 
 
 def backends() -> list[Row]:
@@ -63,12 +74,38 @@ def cameras() -> list[Row]:
     from edge_yolox.sources.opencv import has_gstreamer
 
     nodes = sorted(str(p) for p in Path("/dev").glob("video*"))
-    rows = [("V4L2 cameras", "OK" if nodes else "--", ", ".join(nodes) or "no /dev/video* (no USB camera)")]
-    rows.append(_optional("picamera2", "Pi CSI cameras", "on Pi OS: sudo apt install python3-picamera2"))
+    rows = [("V4L2 cameras", "OK" if nodes else "--", ", ".join(nodes) or "no /dev/video* (no USB camera)"),
+            picamera2()]
     rows.append(("GStreamer in OpenCV", "OK" if has_gstreamer() else "--",
                  "yes: Jetson CSI (nvargus) and pipelines work" if has_gstreamer()
-                 else "no: Jetson CSI needs the system OpenCV (JetPack python3-opencv)"))
+                 else "no: the Jetson CSI camera (nvargus) needs JetPack 6's own OpenCV (README: Jetson)"))
     return rows
+
+
+def picamera2() -> Row:
+    """Whether picamera2 imports here, and if not, the one line that says why and how to fix it."""
+    from edge_yolox.errors import SourceError
+    from edge_yolox.sources.csi import INSTALL, has_capture_timeout, import_picamera2
+
+    if importlib.util.find_spec("picamera2") is None:
+        return "picamera2", "--", f"not installed (Pi CSI cameras; {INSTALL})"
+    try:
+        camera_class = import_picamera2()
+    except SourceError as exc:
+        return "picamera2", "FAIL", str(exc)
+    version = _distribution_version("picamera2")
+    if not has_capture_timeout(camera_class):
+        return "picamera2", "WARN", (f"{version}: older than 0.3.20, no capture timeout: a stalled camera is noticed "
+                                     f"only by the service watchdog (sudo apt install --only-upgrade "
+                                     f"python3-picamera2)")
+    return "picamera2", "OK", version
+
+
+def _distribution_version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "installed"
 
 
 def extras() -> list[Row]:

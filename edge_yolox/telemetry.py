@@ -5,6 +5,7 @@ Everything optional and never fatal: a source that is missing or fails is left o
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import subprocess
@@ -12,9 +13,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 THERMAL_ZONES = Path("/sys/class/thermal")
-RPI_THROTTLED = Path("/sys/devices/platform/soc/soc:firmware/get_throttled")  # Pi kernels with the firmware driver
+# Deprecated and absent on Pi 5: read only without vcgencmd.
+RPI_THROTTLED = Path("/sys/devices/platform/soc/soc:firmware/get_throttled")
 HWMON = Path("/sys/class/hwmon")
-# Bits of the Pi firmware's get_throttled word; the same bit + 16 means "has occurred since boot".
+# Bits of the Pi firmware's get_throttled word: <name> is "active now"; bit + 16, <name>_occurred, is the sticky
+# "has occurred since boot" as `vcgencmd get_throttled` reports it. Read from sysfs instead, it only means "since
+# the kernel's last poll": the rpi hwmon driver asks the firmware to clear those bits every 2 s.
 THROTTLE_BITS = {0: "under_voltage", 1: "freq_capped", 2: "throttled", 3: "soft_temp_limit"}
 log = logging.getLogger(__name__)
 
@@ -40,12 +44,8 @@ def parse_throttled(word: int) -> dict[str, bool]:
 
 
 def rpi_throttled(sysfs: Path = RPI_THROTTLED, hwmon: Path = HWMON) -> Optional[dict[str, bool]]:
-    """Pi under-voltage/throttling: the firmware word from sysfs, else `vcgencmd get_throttled`, else the
-    rpi_volt hwmon alarm (under-voltage only); None on boards that have none of them."""
-    try:
-        return parse_throttled(int(sysfs.read_text().strip(), 16))
-    except (OSError, ValueError):
-        pass
+    """Pi under-voltage/throttling: `vcgencmd get_throttled`, else the deprecated sysfs word, else the rpi_volt
+    hwmon alarm (under-voltage only); None on boards that have none of them."""
     vcgencmd = shutil.which("vcgencmd")
     if vcgencmd:
         try:
@@ -53,6 +53,10 @@ def rpi_throttled(sysfs: Path = RPI_THROTTLED, hwmon: Path = HWMON) -> Optional[
             return parse_throttled(int(out.strip().split("=", 1)[1], 16))
         except (OSError, subprocess.SubprocessError, ValueError, IndexError):
             log.debug("vcgencmd get_throttled gave no usable answer")
+    try:
+        return parse_throttled(int(sysfs.read_text().strip(), 16))
+    except (OSError, ValueError):
+        pass
     for sensor in sorted(hwmon.glob("hwmon*")):
         try:
             if (sensor / "name").read_text().strip() == "rpi_volt":
@@ -63,36 +67,62 @@ def rpi_throttled(sysfs: Path = RPI_THROTTLED, hwmon: Path = HWMON) -> Optional[
 
 
 class Jetson:
-    """Temperatures and power from jetson-stats (`jtop`), kept connected between reads; disabled for good
-    after the first failure (package missing, jtop.service not running)."""
+    """Temperatures and power from jetson-stats (`jtop`). The connection is kept between reads and checked with
+    jtop.ok(), which raises once jtop.service went away (restarted, upgraded): then it is reconnected, instead of
+    serving the last values forever. Off for good only when jetson-stats is not installed."""
 
     def __init__(self):
         self.jtop: Any = None
-        self.failed = False
+        self.installed = True
+        self.error = ""  # the last failure, logged when it changes
 
     def read(self) -> dict[str, Any]:
-        if self.failed:
+        if not self.installed:
             return {}
         try:
-            if self.jtop is None:
-                from jtop import jtop  # jetson-stats: optional
-
-                self.jtop = jtop()
-                self.jtop.start()
-            stats = dict(self.jtop.stats)
-        except Exception as exc:  # ImportError off Jetson; JtopException when its service is down
-            if not isinstance(exc, ImportError):
-                log.info("jetson-stats unavailable (%s); no Jetson power/temperatures in stats", exc)
-            self.failed = True
+            stats = self._stats()
+        except ImportError:  # not a Jetson, or jetson-stats not in this venv
+            self.installed = False
             return {}
-        temps = {k[5:].lower(): float(v) for k, v in stats.items()
-                 if k.startswith("Temp ") and isinstance(v, (int, float)) and v > -200}  # jtop: -256 = offline
-        out: dict[str, Any] = {"temp_c": temps} if temps else {}
-        if isinstance(stats.get("Power TOT"), (int, float)):
-            out["power_w"] = round(stats["Power TOT"] / 1000.0, 2)  # jtop reports mW
-        if "nvp model" in stats:
-            out["nvpmodel"] = str(stats["nvp model"])
-        return out
+        except Exception as exc:  # JtopException: jtop.service down, restarted, or not accessible
+            self._disconnect(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            return {}
+        if self.error:
+            log.info("jetson-stats connected again")
+            self.error = ""
+        return jetson_stats(stats)
+
+    def _stats(self) -> dict[str, Any]:
+        if self.jtop is None:
+            from jtop import jtop  # jetson-stats: optional
+
+            connection = jtop()
+            connection.start()
+            self.jtop = connection
+        elif not self.jtop.ok(spin=True):  # spin: do not wait for the next sample; raises the reader's error
+            raise RuntimeError("the jtop connection stopped")
+        return dict(self.jtop.stats)
+
+    def _disconnect(self, error: str) -> None:
+        if error != self.error:
+            log.info("jetson-stats unavailable (%s); no Jetson power/temperatures in stats until it is back", error)
+            self.error = error
+        old, self.jtop = self.jtop, None
+        if old is not None:
+            with contextlib.suppress(Exception):  # the connection is gone already: nothing left to release
+                old.close()
+
+
+def jetson_stats(stats: dict[str, Any]) -> dict[str, Any]:
+    """Our stats from jtop's: temperatures (°C), total power (W), the nvpmodel."""
+    temps = {k[5:].lower(): float(v) for k, v in stats.items()
+             if k.startswith("Temp ") and isinstance(v, (int, float)) and v > -200}  # jtop: -256 = offline
+    out: dict[str, Any] = {"temp_c": temps} if temps else {}
+    if isinstance(stats.get("Power TOT"), (int, float)):
+        out["power_w"] = round(stats["Power TOT"] / 1000.0, 2)  # jtop reports mW
+    if "nvp model" in stats:
+        out["nvpmodel"] = str(stats["nvp model"])
+    return out
 
 
 _jetson = Jetson()

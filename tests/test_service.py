@@ -13,6 +13,8 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +22,7 @@ from mqtt_helpers import PASSWORD, Broker, Subscriber
 from runtime_helpers import ROOT, cli, onnx_model
 
 from edge_yolox.errors import ConfigError
-from edge_yolox.service import Notifier, render
+from edge_yolox.service import Notifier, _existing_groups, render
 
 
 def systemd_analyze() -> str:
@@ -62,6 +64,86 @@ def test_rendered_unit_verifies_and_is_hardened(tmp_path, secret):
                  "ProtectHome=yes", "StateDirectory=edge-yolox", "After=network-online.target",
                  f"LoadCredential=mqtt-password:{secret}"):
         assert line in rendered.unit.splitlines()
+
+
+def exposure(analyze: str, unit: Path) -> float:
+    security = subprocess.run([analyze, "security", "--offline=true", str(unit)], capture_output=True, text=True)
+    return float(re.search(r"Overall exposure level for \S+: (\d+\.\d+)", security.stdout).group(1))
+
+
+def test_jetson_csi_unit_binds_the_argus_socket(tmp_path):
+    """An nvargus board's unit binds nvargus-daemon's /tmp/argus_socket into its private /tmp and starts after the
+    daemon; it verifies and is exposed no more than another board's unit, which names no socket."""
+    analyze = systemd_analyze()
+    units = {}
+    for board in ("jetson-orin-nano", "rpi4"):
+        rendered = render("cam", "edge-yolox", ["--", "--board", board, "--camera", "0", "--model", str(onnx_model())])
+        units[board] = tmp_path / board / "cam.service"
+        units[board].parent.mkdir()
+        units[board].write_text(rendered.unit)
+    jetson = units["jetson-orin-nano"].read_text().splitlines()
+    for line in ("BindPaths=/tmp/argus_socket", "After=nvargus-daemon.service", "PrivateTmp=yes"):
+        assert line in jetson
+    assert "argus" not in units["rpi4"].read_text()
+    verify = subprocess.run([analyze, "verify", str(units["jetson-orin-nano"])], capture_output=True, text=True)
+    assert verify.returncode == 0 and "cam.service" not in verify.stderr, verify.stderr
+    assert exposure(analyze, units["jetson-orin-nano"]) == exposure(analyze, units["rpi4"]) <= 3.0
+
+
+def test_argus_socket_is_reachable_in_the_units_mount_namespace(tmp_path):
+    """No systemd runs here, so unshare(1) replays the unit's mount steps: PrivateTmp= (a new /tmp), then each
+    BindPaths= of the rendered unit; a client inside connects to a socket listening at /tmp/argus_socket outside.
+    Without the BindPaths= line the socket is hidden (the bug this fixes)."""
+    if os.geteuid() != 0 or subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode != 0:
+        pytest.skip("needs root and unshare(1) to make a mount namespace")
+    unit = render("cam", "edge-yolox", ["--", "--board", "jetson-nano", "--camera", "0", "--model", str(onnx_model())])
+    binds = re.findall(r"^BindPaths=(\S+)$", unit.unit, re.M)
+    assert binds == ["/tmp/argus_socket"]
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(binds[0])
+    server.bind(binds[0])
+    server.listen()
+    threading.Thread(target=lambda: server.accept()[0].sendall(b"argus"), daemon=True).start()
+    client = (f"import socket; s = socket.socket(socket.AF_UNIX); s.connect({binds[0]!r}); "
+              f"print(s.recv(5).decode())")
+
+    def in_namespace(bind_paths: list[str]) -> subprocess.CompletedProcess:
+        # /mnt keeps the host's /tmp reachable inside, as systemd keeps the host's root while it sets up mounts.
+        steps = ["mount --bind /tmp /mnt", "mount -t tmpfs tmpfs /tmp"]
+        steps += [f"touch {path} && mount --bind /mnt/{Path(path).name} {path}" for path in bind_paths]
+        steps.append(f"{shlex.quote(sys.executable)} -c {shlex.quote(client)}")
+        return subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-ec", " && ".join(steps)],
+                              capture_output=True, text=True, timeout=60)
+
+    try:
+        hidden = in_namespace([])
+        reached = in_namespace(binds)
+    finally:
+        server.close()
+        os.unlink(binds[0])
+    assert hidden.returncode != 0 and "No such file or directory" in hidden.stderr
+    assert reached.returncode == 0 and reached.stdout.strip() == "argus", reached.stderr
+
+
+def test_jtop_group_where_jetson_stats_is_installed(secret, tmp_path):
+    """jetson-stats' /run/jtop.sock is root:jtop 0660: an image whose /etc/group has jtop gets it in the unit."""
+    image = tmp_path / "img"
+    (image / "etc").mkdir(parents=True)
+    (image / "etc" / "group").write_text("root:x:0:\nvideo:x:44:\ndialout:x:20:\njtop:x:998:\n")
+    proc = cli("service", "install", "--name", "cam", "--root", str(image), *run_args(secret))
+    assert proc.returncode == 0, proc.stderr
+    assert "SupplementaryGroups=video dialout jtop" in (image / "etc/systemd/system/cam.service").read_text()
+    (image / "etc" / "group").write_text("root:x:0:\nvideo:x:44:\n")
+    assert _existing_groups(str(image)) == ("video",)
+
+
+def test_a_python_under_home_is_noted(secret):
+    rendered = render("cam", "edge-yolox", run_args(secret), python="/home/pi/edge-yolox/bin/python")
+    assert any(n.startswith("ProtectHome= hides this Python (/home/pi/edge-yolox/bin/python)") and "/opt" in n
+               for n in rendered.notes)
+    elsewhere = render("cam", "edge-yolox", run_args(secret), python="/opt/edge-yolox/bin/python")
+    assert not any("this Python" in n for n in elsewhere.notes)
 
 
 def test_secrets_stay_out_of_unit_and_config(secret):
@@ -155,6 +237,56 @@ def test_the_units_exec_start_runs_like_systemd_runs_it(tmp_path):
     finally:
         subscriber.close()
         broker.kill()
+
+
+class NotifyListener:
+    """A notify socket read as systemd reads it, while the service runs: (arrival time, message) pairs."""
+
+    def __init__(self, path: Path):
+        self.sock = notify_socket(path)
+        self.sock.settimeout(0.1)
+        self.messages: list[tuple[float, str]] = []
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._receive, daemon=True)
+        self._thread.start()
+
+    def _receive(self) -> None:
+        while not self._done.is_set():
+            with contextlib.suppress(socket.timeout):
+                self.messages.append((time.monotonic(), self.sock.recv(4096).decode()))
+
+    def close(self) -> list[tuple[float, str]]:
+        self._done.set()
+        self._thread.join()
+        self.sock.close()
+        return self.messages
+
+
+def test_watchdog_is_fed_only_while_frames_arrive(tmp_path):
+    """`edge-yolox run` on a Pi CSI camera (the picamera2 stand-in, tests/standins) that delivers 20 frames, then none
+    for 4 s: WATCHDOG=1 stops once no frame came for source.timeout_s (so systemd restarts a camera that stays silent
+    for WatchdogSec), the source reopens the camera meanwhile, and the pings resume with the frames."""
+    config = tmp_path / "camera.yaml"
+    config.write_text("source: {timeout_s: 1.0, reconnect_min_s: 0.2, reconnect_max_s: 0.5}\n"
+                      "camera: {width: 320, height: 240}\n")
+    listener = NotifyListener(tmp_path / "notify")
+    env = {"NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "500000",
+           "PYTHONPATH": os.pathsep.join([str(ROOT / "tests" / "standins"), os.environ.get("PYTHONPATH", "")]),
+           "PICAMERA2_STANDIN_STALL_AFTER": "20", "PICAMERA2_STANDIN_STALL_S": "4"}
+    try:
+        result = cli("-q", "run", "--board", "rpi4", "--config", config, "--source", "picamera2", "--model",
+                     onnx_model(), "--threads", "1", "--limit", "40", "--no-stdout", env=env)
+    finally:
+        messages = listener.close()
+    assert result.returncode == 0, result.stderr[-2000:]
+    pings = [t for t, m in messages if m == "WATCHDOG=1"]
+    gaps = [b - a for a, b in zip(pings, pings[1:])]
+    longest = gaps.index(max(gaps))
+    assert max(gaps) >= 2.5, gaps  # 4 s without frames, minus the 1 s before the source counts as stalled
+    assert len(gaps[longest + 1:]) >= 2  # fed again once the reopened camera delivers
+    assert sorted(gaps)[-2] < 1.0  # every other ping on time (every 0.25 s)
+    assert "the systemd watchdog is no longer fed" in result.stderr and "no frame for 1 s" in result.stderr
+    assert [m for _, m in messages if m in ("READY=1", "STOPPING=1")] == ["READY=1", "STOPPING=1"]
 
 
 def test_notifier_speaks_the_datagram_protocol(tmp_path, monkeypatch):

@@ -15,7 +15,7 @@ from runtime_helpers import MjpegServer, free_port, video
 
 from edge_yolox.config import CameraConfig, SourceConfig
 from edge_yolox.errors import SourceError
-from edge_yolox.sources import LiveSource, open_source
+from edge_yolox.sources import LiveSource, open_source, uses_argus
 from edge_yolox.sources.base import Paced
 from edge_yolox.sources.synthetic import SyntheticReader
 
@@ -149,3 +149,34 @@ def _frames(src, n: int, timeout: float) -> int:
         if src.read(timeout=0.5) is not None:
             got += 1
     return got
+
+
+def test_opencv_before_4_5_2_opens_files_and_streams(monkeypatch, caplog):
+    """OpenCV < 4.5.2 (JetPack 4's 4.1.1, Debian bullseye's 4.5.1) has only VideoCapture(source, api) and no stream
+    timeout properties: files open without params, URLs without the timeouts, with a warning."""
+    from edge_yolox.sources import opencv
+
+    real = cv2.VideoCapture
+    monkeypatch.setattr(opencv.cv2, "VideoCapture", lambda source, api: real(source, api))  # a 3rd arg: TypeError
+    monkeypatch.delattr(cv2, "CAP_PROP_OPEN_TIMEOUT_MSEC")
+    monkeypatch.delattr(cv2, "CAP_PROP_READ_TIMEOUT_MSEC")
+    src = source(str(video()), realtime=True)
+    assert src.read(timeout=10) is not None
+    src.close()
+    server = MjpegServer(free_port()).start()
+    try:
+        time.sleep(1.0)
+        live = source(server.url, timeout_s=5.0)
+        assert _frames(live, 3, timeout=20) == 3
+        live.close()
+    finally:
+        server.stop()
+    assert "has no stream timeouts" in caplog.text
+
+
+@pytest.mark.parametrize("uri, kind, argus", [
+    ("camera", "nvargus", True), ("nvargus", "opencv", True), ("camera", "picamera2", False),
+    ("nvarguscamerasrc sensor-id=1 ! nvvidconv ! appsink", "opencv", True), ("videotestsrc ! appsink", "opencv", False),
+])
+def test_which_sources_use_argus(uri, kind, argus):
+    assert uses_argus(SourceConfig(uri=uri), CameraConfig(kind=kind)) is argus

@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -26,13 +27,6 @@ def test_cpu_temperature_takes_the_hottest_cpu_zone(tmp_path):
     assert telemetry.cpu_temperature(tmp_path / "none") is None
 
 
-def test_throttled_word_from_sysfs(tmp_path):
-    write(tmp_path / "get_throttled", "50005\n")  # under-voltage and throttled now, and since boot
-    flags = telemetry.rpi_throttled(tmp_path / "get_throttled", tmp_path)
-    assert {k for k, v in flags.items() if v} == {"under_voltage", "throttled", "under_voltage_occurred",
-                                                  "throttled_occurred"}
-
-
 @pytest.fixture()
 def tool_dir(tmp_path, monkeypatch) -> Path:
     bin_dir = tmp_path / "bin"
@@ -47,12 +41,16 @@ def fake_tool(bin_dir: Path, name: str, script: str) -> None:
     tool.chmod(0o755)
 
 
-def test_throttled_from_vcgencmd_when_sysfs_is_absent(tmp_path, tool_dir):
-    fake_tool(tool_dir, "vcgencmd", 'echo "throttled=0x80008"')
-    flags = telemetry.rpi_throttled(tmp_path / "absent", tmp_path)
-    assert flags["soft_temp_limit"] and flags["soft_temp_limit_occurred"] and not flags["under_voltage"]
+def test_throttled_from_vcgencmd_before_the_deprecated_sysfs_file(tmp_path, tool_dir):
+    write(tmp_path / "get_throttled", "50005\n")  # under-voltage and throttled now, and since the last poll
+    fake_tool(tool_dir, "vcgencmd", 'echo "throttled=0x80008"')  # soft temperature limit now, and since boot
+    flags = telemetry.rpi_throttled(tmp_path / "get_throttled", tmp_path)
+    assert {k for k, v in flags.items() if v} == {"soft_temp_limit", "soft_temp_limit_occurred"}
     fake_tool(tool_dir, "vcgencmd", 'echo "VCHI initialization failed" >&2; exit 1')  # no /dev/vchiq access
-    assert telemetry.rpi_throttled(tmp_path / "absent", tmp_path) is None
+    flags = telemetry.rpi_throttled(tmp_path / "get_throttled", tmp_path)
+    assert {k for k, v in flags.items() if v} == {"under_voltage", "throttled", "under_voltage_occurred",
+                                                  "throttled_occurred"}
+    assert telemetry.rpi_throttled(tmp_path / "absent", tmp_path) is None  # a Pi 5 without vcgencmd access
 
 
 def test_under_voltage_from_rpi_volt_hwmon(tmp_path, tool_dir):
@@ -62,27 +60,68 @@ def test_under_voltage_from_rpi_volt_hwmon(tmp_path, tool_dir):
     assert telemetry.rpi_throttled(tmp_path / "absent", tmp_path) == {"under_voltage": True}
 
 
+# A stand-in for jetson-stats' client (rbonghi/jetson_stats, jtop/jtop.py): start() raises JtopException when
+# jtop.service is not running; once the service went away, ok() raises the error the reader thread stored (spin=True:
+# without waiting for the next sample) while `stats` keeps the last values it received.
 JTOP = """
+import json, pathlib
+
+SERVICE = pathlib.Path(__file__).with_name("service.json")  # the test's jtop.service: {"up", "boot", "temp"}
+
+
+class JtopException(Exception):
+    pass
+
+
 class jtop:
     def start(self):
-        if {fail}:
-            raise RuntimeError("The jtop.service is not active")
+        service = json.loads(SERVICE.read_text())
+        if not service["up"]:
+            raise JtopException("The jtop.service is not active. Please run:\\nsudo jtop --install-service")
+        self.boot, self.last = service["boot"], service
+
+    def ok(self, spin=False):
+        service = json.loads(SERVICE.read_text())
+        if service["boot"] != self.boot or not service["up"]:
+            raise JtopException("Lost connection with jtop server")
+        self.last = service
+        return True
+
+    def close(self):
+        pass
+
     @property
     def stats(self):
-        return {{"time": 0, "Temp CPU": 48.5, "Temp GPU": 46.0, "Temp PMIC": -256, "Power TOT": 5321,
-                "nvp model": "15W", "RAM": 0.4}}
+        return {"time": 0, "Temp CPU": self.last["temp"], "Temp GPU": 46.0, "Temp PMIC": -256, "Power TOT": 5321,
+                "nvp model": "15W", "RAM": 0.4}
 """
 
 
-@pytest.mark.parametrize("fail", [False, True])
-def test_jetson_stats_when_installed(tmp_path, monkeypatch, fail):
-    write(tmp_path / "jtop" / "__init__.py", textwrap.dedent(JTOP.format(fail=fail)))
+def test_jetson_stats_follow_a_restarted_jtop_service(tmp_path, monkeypatch, caplog):
+    write(tmp_path / "jtop" / "__init__.py", JTOP)
+    service = tmp_path / "jtop" / "service.json"
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "jtop", raising=False)
+    caplog.set_level(logging.INFO, "edge_yolox.telemetry")
     jetson = telemetry.Jetson()
-    expected = {} if fail else {"temp_c": {"cpu": 48.5, "gpu": 46.0}, "power_w": 5.32, "nvpmodel": "15W"}
-    assert jetson.read() == expected
-    assert jetson.read() == expected  # connected once, read again (or stays off after the failure)
+
+    def state(up: bool, boot: int, temp: float) -> dict:
+        service.write_text(json.dumps({"up": up, "boot": boot, "temp": temp}))
+        return jetson.read()
+
+    assert state(False, 0, 0.0) == {}  # the service is not running yet
+    assert "jtop.service is not active" in caplog.text
+    assert state(True, 1, 48.5) == {"temp_c": {"cpu": 48.5, "gpu": 46.0}, "power_w": 5.32, "nvpmodel": "15W"}
+    assert state(True, 1, 49.0)["temp_c"]["cpu"] == 49.0  # the same connection, new values
+    assert state(False, 1, 49.0) == {}  # jtop.service stopped: nothing rather than the last values
+    assert state(True, 2, 51.0)["temp_c"]["cpu"] == 51.0  # restarted: connected again
+    sys.modules.pop("jtop", None)
+
+
+def test_no_jetson_stats_is_quietly_off(monkeypatch):
+    monkeypatch.setitem(sys.modules, "jtop", None)  # `import jtop` raises ImportError
+    jetson = telemetry.Jetson()
+    assert jetson.read() == {} and not jetson.installed
 
 
 def test_read_never_fails_here():

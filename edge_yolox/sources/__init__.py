@@ -31,12 +31,12 @@ from edge_yolox.sources.opencv import (
 from edge_yolox.sources.synthetic import SyntheticReader
 
 
-def camera_opener(kind: str, cam: CameraConfig):
+def camera_opener(kind: str, cam: CameraConfig, timeout_s: float):
     """A function opening the board camera of `kind` (called again on each reconnect)."""
     if kind == "picamera2":
         from edge_yolox.sources.csi import Picamera2Reader
 
-        return lambda: Picamera2Reader(cam.index, cam.width, cam.height, cam.fps)
+        return lambda: Picamera2Reader(cam.index, cam.width, cam.height, cam.fps, timeout_s)
     if kind == "nvargus":
         if not cam.pipeline:
             raise SourceError("camera.pipeline: the nvargus camera needs a GStreamer pipeline template "
@@ -46,6 +46,12 @@ def camera_opener(kind: str, cam: CameraConfig):
     return lambda: open_camera(cam.index, cam.width, cam.height, cam.fps, cam.fourcc)
 
 
+def uses_argus(source: SourceConfig, camera: CameraConfig) -> bool:
+    """Whether the source reads a Jetson CSI camera through Argus (nvargus-daemon, over /tmp/argus_socket)."""
+    uri = source.uri
+    return uri == "nvargus" or (uri == "camera" and camera.kind == "nvargus") or "nvarguscamerasrc" in uri
+
+
 def open_source(source: SourceConfig, camera: CameraConfig,
                 prepare: Optional[Callable[[np.ndarray], Any]] = None) -> Source:
     """The source `source.uri` names. `prepare` (frame -> model input) runs ahead in the decoding thread of
@@ -53,7 +59,7 @@ def open_source(source: SourceConfig, camera: CameraConfig,
     uri = source.uri
     backoff = (source.reconnect_min_s, source.reconnect_max_s)
     if uri in ("camera", "picamera2", "nvargus"):
-        return LiveSource(camera_opener(camera.kind if uri == "camera" else uri, camera), backoff)
+        return LiveSource(camera_opener(camera.kind if uri == "camera" else uri, camera, source.timeout_s), backoff)
     if "://" in uri:
         return LiveSource(lambda: open_url(uri, source.timeout_s), backoff)
     if "!" in uri:
@@ -70,4 +76,4 @@ def open_source(source: SourceConfig, camera: CameraConfig,
     return SequentialSource(reader, prepare=prepare)
 
 
-__all__ = ["Frame", "LiveSource", "SequentialSource", "Source", "open_source"]
+__all__ = ["Frame", "LiveSource", "SequentialSource", "Source", "open_source", "uses_argus"]

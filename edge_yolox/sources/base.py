@@ -158,8 +158,7 @@ class LiveSource(Source):
                     continue
             image = self._grab()
             if image is None:
-                self._reader.close()
-                self._reader = None
+                self._close_reader()
                 if not self._reconnect:
                     break
                 log.warning("%s: no frame (stream lost or camera failed); reconnecting", self.name)
@@ -181,6 +180,13 @@ class LiveSource(Source):
             log.warning("%s: capture error: %s", self.name, exc)
             return None
 
+    def _close_reader(self) -> None:
+        reader, self._reader = self._reader, None
+        try:
+            reader.close()
+        except Exception as exc:  # a driver failing to close must not end the capture thread
+            log.warning("%s: closing the reader failed: %s", self.name, exc)
+
     def read(self, timeout: float = 1.0) -> Optional[Frame]:
         with self._cond:
             if self._latest is None and not self.finished:
@@ -194,7 +200,7 @@ class LiveSource(Source):
         if self._thread.is_alive():
             log.warning("%s: capture thread still blocked in the driver; leaving it", self.name)
         elif self._reader is not None:
-            self._reader.close()
+            self._close_reader()
 
 
 class Paced:

@@ -36,7 +36,8 @@ class CaptureReader:
 
 
 def _open(target, api: int, name: str, params: Sequence[int] = (), hint: str = "") -> cv2.VideoCapture:
-    cap = cv2.VideoCapture(target, api, list(params))
+    # The (source, api, params) form exists from OpenCV 4.5.2 on: JetPack 4 and Debian bullseye have older ones.
+    cap = cv2.VideoCapture(target, api, list(params)) if params else cv2.VideoCapture(target, api)
     if not cap.isOpened():
         cap.release()
         raise SourceError(f"{name}: cannot open{hint}")
@@ -73,7 +74,11 @@ def open_video(path: Path) -> CaptureReader:
 def open_url(url: str, timeout_s: float) -> CaptureReader:
     """RTSP/HTTP through FFmpeg, with open and read timeouts so a dead server cannot hang a read forever."""
     ms = int(timeout_s * 1000)
-    params = (cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms)
+    if hasattr(cv2, "CAP_PROP_READ_TIMEOUT_MSEC"):
+        params: tuple[int, ...] = (cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms)
+    else:
+        log.warning("OpenCV %s has no stream timeouts (4.5.2+ does): a dead server can hang a read", cv2.__version__)
+        params = ()
     return CaptureReader(_open(url, cv2.CAP_FFMPEG, _redact(url), params, " (server down or wrong URL?)"),
                          _redact(url))
 
@@ -85,9 +90,10 @@ def has_gstreamer() -> bool:
 
 def open_gstreamer(pipeline: str, name: str = "gstreamer") -> CaptureReader:
     if not has_gstreamer():
-        raise SourceError(f"{name}: this OpenCV is built without GStreamer (pip's opencv-python is); on Jetson use "
-                          f"the system OpenCV (python3-opencv from JetPack) in a venv made with "
-                          f"--system-site-packages")
+        raise SourceError(f"{name}: this OpenCV ({cv2.__version__}, {cv2.__file__}) is built without "
+                          f"GStreamer, as pip's are; on JetPack 6 use JetPack's own OpenCV from a venv made with "
+                          f"--system-site-packages and no pip OpenCV in it (JetPack 4/5: see the README's Jetson "
+                          f"section)")
     return CaptureReader(_open(pipeline, cv2.CAP_GSTREAMER, name, hint=f" pipeline {pipeline!r}"), name)
 
 

@@ -103,17 +103,9 @@ def check_postprocess(recording: Path) -> None:
 def check_run(cli: Path, model: Path, image: Path) -> None:
     """`edge-yolox run` end to end through the wheel's console script: NCNN (the target's wheel) on the real
     model and image. In this process: under qemu without binfmt a child aarch64 process cannot be started."""
-    sys.argv = [str(cli), "-q", "run", "--board", "rpi4", "--model", str(model), "--source", str(image)]
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        try:
-            runpy.run_path(str(cli), run_name="__main__")
-            code = 0
-        except SystemExit as e:
-            code = e.code
+    code, stdout = run_cli(cli, "-q", "run", "--board", "rpi4", "--model", str(model), "--source", str(image))
     if code not in (0, None):
         sys.exit(f"FAIL: {' '.join(sys.argv)} exited {code} (its stderr is above)")
-    stdout = out.getvalue()
     frames = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
     if len(frames) != 1:
         sys.exit(f"FAIL: expected one JSON line for one image, got {len(frames)}:\n{stdout[-2000:]}")
@@ -123,6 +115,19 @@ def check_run(cli: Path, model: Path, image: Path) -> None:
     print(f"edge-yolox run (ncnn, {frames[0]['model']}): "
           + ", ".join(f"{d['label']} {d['score']:.3f}" for d in frames[0]["detections"])
           + f"; latency {frames[0]['latency_ms']}")
+
+
+def run_cli(cli: Path, *args: str) -> tuple[object, str]:
+    """(exit code, stdout) of the console script `cli ARGS`, run in this process."""
+    sys.argv = [str(cli), *args]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        try:
+            runpy.run_path(str(cli), run_name="__main__")
+            code = 0
+        except SystemExit as e:
+            code = e.code
+    return code, out.getvalue()
 
 
 def main(argv: list[str] | None = None) -> None:
