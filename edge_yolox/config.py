@@ -18,6 +18,7 @@ from edge_yolox.files import parse_yaml, read_text
 from edge_yolox.schema import bounded as _range
 from edge_yolox.schema import build
 from edge_yolox.schema import choice as _choice
+from edge_yolox.sinks import check_sections
 
 BACKEND_NAMES = ("ncnn", "tflite", "onnxruntime")
 CAMERA_KINDS = ("opencv", "picamera2", "nvargus")
@@ -90,7 +91,7 @@ class Config:
     camera: CameraConfig = field(default_factory=CameraConfig)
     source: SourceConfig = field(default_factory=SourceConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
-    outputs: dict[str, dict] = field(default_factory=dict)  # sink sections, validated by each sink
+    outputs: dict[str, dict] = field(default_factory=dict)  # sink sections: edge_yolox.sinks.check_sections
     origins: dict[str, str] = field(default_factory=dict, init=False, repr=False)  # dotted key -> layer
 
     @property
@@ -192,6 +193,7 @@ def load_config(board: Optional[str] = None, config_file: Optional[str] = None,
     data["board"] = Path(name).stem if name.endswith((".yaml", ".yml")) else name
     config = build(Config, data, lambda key: origin_of(origins, key))
     config.origins = origins
+    check_sections(config.outputs, config.origin)
     if config.source.reconnect_max_s < config.source.reconnect_min_s:
         raise ConfigError(f"{origin_of(origins, 'source.reconnect_max_s')}: source.reconnect_max_s: must be "
                           f">= source.reconnect_min_s ({config.source.reconnect_min_s})")

@@ -20,3 +20,12 @@ class SourceError(EdgeYoloxError):
 def one_line(exc: BaseException) -> str:
     """The message as the single stderr line the CLI promises (parsers' messages may span lines)."""
     return " ".join(str(exc).split())
+
+
+def redact(url: str) -> str:
+    """`url` fit for a message or a log: whatever lies between the first ':' after the scheme and the last '@'
+    (where a password is, however malformed the rest) becomes ***. May hide a port too, never shows a password."""
+    at = url.rfind("@")
+    scheme_end = url.find("://", 0, max(at, 0))
+    colon = url.find(":", scheme_end + 3 if scheme_end >= 0 else 0, max(at, 0))
+    return url if colon < 0 else f"{url[:colon + 1]}***{url[at:]}"

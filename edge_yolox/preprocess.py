@@ -18,7 +18,8 @@ def letterbox(frame: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, flo
         raise ValueError(f"letterbox needs an H×W×3 image, got shape {shape}")
     h, w = size
     ratio = min(h / frame.shape[0], w / frame.shape[1])
-    new_w, new_h = int(frame.shape[1] * ratio), int(frame.shape[0] * ratio)
+    # At least one pixel: a 20000x1 strip scales to 416x0 otherwise, which cv2.resize refuses.
+    new_w, new_h = max(1, int(frame.shape[1] * ratio)), max(1, int(frame.shape[0] * ratio))
     out = np.empty((h, w, 3), dtype=np.uint8)
     out[new_h:, :] = PAD_VALUE
     out[:new_h, new_w:] = PAD_VALUE

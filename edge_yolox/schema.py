@@ -16,7 +16,7 @@ import typing
 from dataclasses import field
 from typing import Any, Callable, Optional, Union
 
-from edge_yolox.errors import ConfigError
+from edge_yolox.errors import ConfigError, redact
 
 Origin = Callable[[str], str]  # dotted key -> the file (or "command line") that set it
 
@@ -76,7 +76,7 @@ def check(value: Any, hint: Any, meta: typing.Mapping, key: str, origin: Origin)
 
 
 def _invalid(origin: Origin, key: str, value: Any, allowed: str) -> ConfigError:
-    shown = repr(value)
+    shown = redact(repr(value)) if isinstance(value, str) and "@" in value else repr(value)  # URL passwords
     shown = shown if len(shown) <= 80 else shown[:77] + "..."
     where = origin(key)
     return ConfigError(f"{where + ': ' if where else ''}{key}: invalid value {shown}; allowed: {allowed}")

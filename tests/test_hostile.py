@@ -167,3 +167,19 @@ def test_unit_specifiers_and_quotes_are_escaped(tmp_path):
     assert exec_start.startswith(f'ExecStart="{tmp_path}/py \\"3\\" \\\\ $$HOME %%n/python" -m edge_yolox.cli run')
     plain = render("edge-yolox", "edge-yolox", args).unit
     assert len(unit.splitlines()) == len(plain.splitlines())
+
+
+# ---- images: degenerate shapes are frames like any other
+
+
+@pytest.mark.parametrize("shape", [(20000, 1, 3), (1, 20000, 3), (1, 1, 3)])
+def test_degenerate_images_are_detected_on(tmp_path, shape):
+    import cv2
+    import numpy as np
+
+    image = tmp_path / "strip.png"
+    cv2.imwrite(str(image), np.full(shape, 200, np.uint8))
+    result = cli("-q", "run", "--board", "x86", "--model", DEMO, "--source", image)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    (record,) = [json.loads(line) for line in result.stdout.splitlines()]
+    assert record["size"] == list(shape[:2])

@@ -17,7 +17,7 @@ import pytest
 from mqtt_helpers import PASSWORD, Broker, Subscriber, free_port, runtime
 from runtime_helpers import ROOT, onnx_model, records, video
 
-from edge_yolox.errors import ConfigError
+from edge_yolox.errors import ConfigError, redact
 from edge_yolox.sinks import SinkContext
 from edge_yolox.sinks import mqtt as mqtt_sink
 
@@ -89,7 +89,7 @@ def test_no_password_of_a_malformed_url_in_any_error():
         with pytest.raises(ConfigError, match=r"^outputs\.mqtt\.url: ") as error:
             mqtt_sink.from_config({"url": url.format(SECRET)}, CTX)
         assert SECRET not in str(error.value), url
-    assert mqtt_sink.redact("mqtt://u:pw@host:1883/x") == "mqtt://u:***@host:1883/x"
+    assert redact("mqtt://u:pw@host:1883/x") == "mqtt://u:***@host:1883/x"
     for url in MALFORMED[:4]:  # and through the CLI, with debug logging
         proc = subprocess.run([sys.executable, "-m", "edge_yolox.cli", "-v", "run", "--source", "synthetic",
                                "--model", str(onnx_model()), "--mqtt", url.format(SECRET), "--limit", "1"],

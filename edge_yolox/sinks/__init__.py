@@ -2,6 +2,7 @@
 
 The contract every sink module follows, so the CLI, the config file and the service unit stay in step:
 - `NAME`: the key of its section under `outputs:` in the config (e.g. "mqtt");
+- `DEFAULTS`: every key of that section with its default, which also gives its type (`options`);
 - `add_arguments(parser)`: its CLI flags;
 - `section_from_args(args) -> dict | None`: those flags as a config section (None when not asked for);
 - `from_config(section: dict, ctx: SinkContext) -> Sink`: validates the section (ConfigError naming
@@ -17,7 +18,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -54,6 +55,22 @@ def modules():
     """The sink modules present in this installation, in SINK_MODULES order."""
     return [importlib.import_module(f"edge_yolox.sinks.{name}") for name in SINK_MODULES
             if importlib.util.find_spec(f"edge_yolox.sinks.{name}") is not None]
+
+
+def check_sections(outputs: dict[str, dict], origin: Callable[[str], str]) -> None:
+    """Every `outputs:` section against its sink's DEFAULTS, when the config is loaded: `service install` refuses
+    what would otherwise fail at boot. `origin(key)` names the file that set a key."""
+    from edge_yolox.errors import ConfigError
+
+    present = {module.NAME: module for module in modules()}
+    for name, section in outputs.items():
+        where = origin(f"outputs.{name}")
+        if name not in present:
+            raise ConfigError(f"{where}: outputs.{name}: unknown output; allowed here: {', '.join(present)}")
+        try:
+            options(section, name, {"enabled": True, **present[name].DEFAULTS})
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
 
 
 def options(section: dict[str, Any], name: str, defaults: dict[str, Any]) -> dict[str, Any]:

@@ -18,13 +18,15 @@ NAME = "jsonl"
 def add_arguments(parser) -> None:
     parser.add_argument("--jsonl", metavar="PATH", help="append one JSON line per frame to this file")
 
+DEFAULTS = {"path": "", "stats": False}
+
 
 def section_from_args(args) -> Optional[dict]:
     return {"path": args.jsonl} if getattr(args, "jsonl", None) else None
 
 
 def from_config(section: dict, ctx: SinkContext) -> JsonlSink:
-    opts = options(section, NAME, {"path": "", "stats": False})
+    opts = options(section, NAME, DEFAULTS)
     if not opts["path"]:
         raise ConfigError(f"outputs.{NAME}.path: required (the file to append to)")
     return JsonlSink(Path(opts["path"]).expanduser(), opts["stats"])

@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from edge_yolox.errors import ConfigError
+from edge_yolox.errors import ConfigError, redact
 from edge_yolox.sinks import Sink, SinkContext, options
 
 NAME = "mqtt"
@@ -115,15 +115,6 @@ def section_from_args(args) -> Optional[dict]:
 
 def _fail(key: str, value: Any, allowed: str) -> ConfigError:
     return ConfigError(f"outputs.{NAME}.{key}: invalid value {value!r}; allowed: {allowed}")
-
-
-def redact(url: str) -> str:
-    """`url` fit for a message or a log: whatever lies between the first ':' after the scheme and the last '@'
-    (where a password is, however malformed the rest) becomes ***. May hide a port too, never shows a password."""
-    at = url.rfind("@")
-    scheme_end = url.find("://", 0, max(at, 0))
-    colon = url.find(":", scheme_end + 3 if scheme_end >= 0 else 0, max(at, 0))
-    return url if colon < 0 else f"{url[:colon + 1]}***{url[at:]}"
 
 
 def _topic_level(text: str) -> str:

@@ -19,13 +19,15 @@ log = logging.getLogger(__name__)
 def add_arguments(parser) -> None:
     parser.add_argument("--no-stdout", action="store_true", help="no JSON lines on stdout")
 
+DEFAULTS: dict = {}
+
 
 def section_from_args(args) -> Optional[dict]:
     return {"enabled": False} if getattr(args, "no_stdout", False) else None
 
 
 def from_config(section: dict, ctx: SinkContext) -> StdoutSink:
-    options(section, NAME, {})
+    options(section, NAME, DEFAULTS)
     return StdoutSink()
 
 

@@ -21,13 +21,15 @@ CODECS = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "mp4v"}
 def add_arguments(parser) -> None:
     parser.add_argument("--save", metavar="OUT", help="annotated frames to a video (out.mp4) or a folder of JPEGs")
 
+DEFAULTS = {"path": "", "fps": 0.0}
+
 
 def section_from_args(args) -> Optional[dict]:
     return {"path": args.save} if getattr(args, "save", None) else None
 
 
 def from_config(section: dict, ctx: SinkContext) -> VideoSink:
-    opts = options(section, NAME, {"path": "", "fps": 0.0})
+    opts = options(section, NAME, DEFAULTS)
     if not opts["path"]:
         raise ConfigError(f"outputs.{NAME}.path: required (a .mp4/.avi/.mkv file or a folder)")
     fps = float(opts["fps"]) or ctx.fps or 10.0
