@@ -31,6 +31,11 @@ from edge_yolox.preprocess import letterbox  # noqa: E402
 SIZE = 320
 CALIB_N = 8
 DOG_LABELS = {"bicycle", "dog"}  # what torch finds on dog.jpg at 320 with a 0.5 score (plus a car/truck)
+CONF = 0.5
+# |INT8 - torch| score of the same box, measured on dog.jpg and busstop.jpg (13 boxes): at most 0.103 (the car,
+# 0.594 -> 0.491) with ncnn 1.0.20261020's AVX-512 VNNI int8 kernels, under 0.094 with its AVX2 ones (the car
+# stayed >= 0.5 there). The margin is 1.5x the worst seen: a box near the cut may fall on either side of it.
+SCORE_MARGIN = 0.15
 
 
 def export(tmp_path_factory, fmt: str, precision: str, *extra: str):
@@ -68,11 +73,12 @@ def dog_torch(nano):
     image, ratio = letterbox(frame, (SIZE, SIZE))
     with torch.no_grad():
         raw = [t.numpy() for t in ExportGraph(nano)(torch_input(image))]
-    dets = postprocess(raw, (SIZE, SIZE), ratio=ratio, frame_size=frame.shape[:2], conf=0.5, iou=0.45)
+    dets = postprocess(raw, (SIZE, SIZE), ratio=ratio, frame_size=frame.shape[:2], conf=CONF - SCORE_MARGIN,
+                       iou=0.45)
     return frame, dets
 
 
-def confident(bundle, frame, conf: float = 0.5) -> np.ndarray:
+def confident(bundle, frame, conf: float = CONF - SCORE_MARGIN) -> np.ndarray:
     detector = Detector(bundle, conf=conf, iou=0.45, threads=1)
     try:
         return detector.detect(frame)[0]
@@ -81,12 +87,17 @@ def confident(bundle, frame, conf: float = 0.5) -> np.ndarray:
 
 
 def assert_same_detections(got: np.ndarray, expected: np.ndarray, names: list[str]) -> None:
-    """Every confident torch detection has a same-class INT8 one with IoU >= 0.85, and no extra labels."""
-    assert {names[int(c)] for c in expected[:, 5]} >= DOG_LABELS
-    for *box, _, cls in expected:
-        same = [d for d in got if d[5] == cls]
-        assert same and max(iou(box, d[:4]) for d in same) >= 0.85, (names[int(cls)], box, got)
-    assert {int(c) for c in got[:, 5]} == {int(c) for c in expected[:, 5]}
+    """Both lists down to CONF - SCORE_MARGIN. Every torch box scoring >= CONF has an INT8 box of its class with
+    IoU >= 0.85 and a score within SCORE_MARGIN; every INT8 box scoring >= CONF + SCORE_MARGIN is one torch found."""
+    def matches(box, cls, pool: np.ndarray) -> list:
+        return [d for d in pool if d[5] == cls and iou(box, d[:4]) >= 0.85]
+
+    assert {names[int(c)] for c in expected[expected[:, 4] >= CONF, 5]} >= DOG_LABELS
+    for *box, score, cls in expected[expected[:, 4] >= CONF]:
+        found = matches(box, cls, got)
+        assert found and min(abs(d[4] - score) for d in found) <= SCORE_MARGIN, (names[int(cls)], score, got)
+    for *box, score, cls in got[got[:, 4] >= CONF + SCORE_MARGIN]:
+        assert matches(box, cls, expected), (names[int(cls)], score, expected)
 
 
 # ------------------------------------------------------------------------------------------- NCNN
@@ -193,7 +204,6 @@ def test_malformed_calibration_folders(tmp_path):
      "tflite INT8 takes minmax, mse"),
     (["--format", "tflite", "--precision", "fp16"], "tflite exports take fp32, int8"),
     (["--format", "onnx", "--precision", "int8", "--calib", "{calib}"], "onnx exports take fp32"),
-    (["--format", "ncnn", "--precision", "int8", "--calib", "{calib}", "--calib-n", "0"], "positive number"),
     (["--format", "ncnn", "--calib", "{calib}"], "only apply to --precision int8"),
     (["--format", "ncnn", "--precision", "int8", "--calib", "{empty}"], "no images found"),
 ])
@@ -204,3 +214,11 @@ def test_cli_export_errors(flags, message, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("edge-yolox export:") and message in err and "\n" not in err  # before loading weights
     assert not (tmp_path / "out" / "meta.json").exists()
+
+
+def test_cli_refuses_a_non_positive_calibration_count(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["export", "--weights", str(nano_checkpoint()), "--out", str(tmp_path / "out"), "--format", "ncnn",
+              "--precision", "int8", "--calib", str(coco128() / "images"), "--calib-n", "0"])
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and "--calib-n" in err and "integer >= 1" in err and "\n" not in err

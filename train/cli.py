@@ -178,8 +178,6 @@ def check_export_args(args: argparse.Namespace) -> None:
     methods = calib_methods()[args.format]
     if args.calib_method and args.calib_method not in methods:
         raise ConfigError(f"--calib-method {args.calib_method}: {args.format} INT8 takes {', '.join(methods)}")
-    if args.calib_n <= 0:
-        raise ConfigError(f"--calib-n must be a positive number of images, got {args.calib_n}")
     from .export.calibration import find_images
 
     find_images(args.calib)  # a missing or image-less folder fails before the model is loaded
@@ -290,8 +288,6 @@ def add_report_arguments(p: argparse.ArgumentParser) -> None:
 def run_report(args: argparse.Namespace) -> int:
     from .export.report import quantize_report
 
-    if args.calib_n <= 0:
-        raise ConfigError(f"--calib-n must be a positive number of images, got {args.calib_n}")
     quantize_report(args.weights, args.data, args.calib, Path(args.out), variant=args.variant, split=args.split,
                     calib_n=args.calib_n, input_size=args.img_size, limit=args.limit, runs=args.runs,
                     progress=not args.no_progress)
