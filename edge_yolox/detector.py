@@ -11,6 +11,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from edge_yolox.backends import Backend, load_backend
+from edge_yolox.classes import class_index
 from edge_yolox.errors import ConfigError
 from edge_yolox.postprocess import postprocess
 from edge_yolox.preprocess import letterbox
@@ -52,8 +53,8 @@ class Detector:
         for c in classes:
             if isinstance(c, (int, np.integer)) or (isinstance(c, str) and c.isdigit()):
                 i = int(c)
-            elif c in names:
-                i = names.index(c)
+            elif class_index(c, names) is not None:
+                i = class_index(c, names)
             else:
                 raise ConfigError(f"detect.classes: unknown class {c!r}; this model has: {', '.join(names)}")
             if not 0 <= i < self.meta.num_classes:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from edge_yolox.arguments import Parser, fraction, number
+from edge_yolox.classes import default_names
 from edge_yolox.errors import ConfigError, EdgeYoloxError, one_line
 
 TORCH_SUFFIXES = (".pth", ".pt", ".ckpt")
@@ -240,12 +241,10 @@ def class_names(spec: Optional[str], recorded: Optional[list[str]], num_classes:
     if recorded:
         return recorded
     if num_classes == 80:
-        from edge_yolox.backends.coco import COCO_NAMES
-
         print("class names: COCO (80 classes; --names overrides)", file=sys.stderr)
-        return list(COCO_NAMES)
-    print(f"class names: 0..{num_classes - 1} (pass --names for real ones)", file=sys.stderr)
-    return [str(i) for i in range(num_classes)]
+    else:
+        print(f"class names: 0..{num_classes - 1} (pass --names for real ones)", file=sys.stderr)
+    return default_names(num_classes)
 
 
 def run_export(args: argparse.Namespace) -> int:

@@ -19,8 +19,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-from edge_yolox.backends.coco import COCO_NAMES
 from edge_yolox.bundle import MAX_INPUT, META_NAME, ModelMeta, Preprocess, read_bundle
+from edge_yolox.classes import default_names
 from edge_yolox.errors import ModelError
 from edge_yolox.preprocess import to_nchw
 
@@ -162,7 +162,7 @@ def bare_meta(path: Path, backend: str, input_size: Sequence[int],
     raw = infer_raw(np.full((*input_size, 3), 114, np.uint8))
     layout, num_classes, order = infer_head([o.shape for o in raw], input_size, strides, path)
     sigmoid, decoded = probe_conventions([raw[i] for i in order], layout)
-    names = list(COCO_NAMES) if num_classes == 80 else [str(i) for i in range(num_classes)]
+    names = default_names(num_classes)
     meta = ModelMeta(num_classes=num_classes, input_size=tuple(input_size), layout=layout, strides=strides,
                      sigmoid_applied=sigmoid, boxes_decoded=decoded, class_names=names, backend=backend,
                      variant=path.stem, extra={"inferred": True})
