@@ -268,9 +268,9 @@ UNIT_TEMPLATE = """\
 Description=edge-yolox object detection ({name})
 Wants=network-online.target
 After=network-online.target
-{argus_order}# Give up after 5 failed starts in 10 minutes instead of restarting forever.
-StartLimitIntervalSec=600
-StartLimitBurst=5
+{argus_order}# Never give up: a camera or network that is down for an hour must be picked up again when it returns, without
+# anyone logging in. Bad arguments cannot loop here: `service install` validated them like `run` does.
+StartLimitIntervalSec=0
 
 [Service]
 Type=notify
@@ -282,7 +282,8 @@ WatchdogSec={watchdog}
 TimeoutStartSec=180
 TimeoutStopSec={stop_timeout}
 Restart=on-failure
-RestartSec=5
+# Each failed start costs a model load; 15 s keeps a long outage from heating a Pi for nothing.
+RestartSec=15
 User={user}
 Group={user}
 {groups}StateDirectory={name}

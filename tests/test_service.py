@@ -59,7 +59,7 @@ def test_rendered_unit_verifies_and_is_hardened(tmp_path, secret):
     exposure = float(re.search(r"Overall exposure level for \S+: (\d+\.\d+)", security.stdout).group(1))
     print(f"systemd-analyze security exposure: {exposure}")
     assert exposure <= 3.0
-    for line in ("Type=notify", "WatchdogSec=30", "Restart=on-failure", "StartLimitBurst=5", "User=edge-yolox",
+    for line in ("Type=notify", "WatchdogSec=30", "Restart=on-failure", "StartLimitIntervalSec=0", "User=edge-yolox",
                  "SupplementaryGroups=video dialout", "ProtectSystem=strict", "PrivateTmp=yes", "NoNewPrivileges=yes",
                  "ProtectHome=yes", "StateDirectory=edge-yolox", "After=network-online.target",
                  f"LoadCredential=mqtt-password:{secret}"):
