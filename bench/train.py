@@ -29,15 +29,16 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from edge_yolox.train.anchors import decode_boxes  # noqa: E402
 from edge_yolox.train.assign import simota_assign  # noqa: E402
 from edge_yolox.train.data.augment import AugmentConfig  # noqa: E402
 from edge_yolox.train.data.datasets import open_dataset  # noqa: E402
 from edge_yolox.train.data.loader import TrainDataset  # noqa: E402
 from edge_yolox.train.data.synthetic import generate_scenes  # noqa: E402
-from edge_yolox.train.losses import decode_boxes, flatten_outputs  # noqa: E402
-from edge_yolox.train.trainer import build_optimizer  # noqa: E402
+from edge_yolox.train.losses import flatten_outputs  # noqa: E402
+from edge_yolox.train.optimizer import build_optimizer  # noqa: E402
 
-STRIDES = (8, 16, 32)
+from edge_yolox.postprocess import STRIDES  # noqa: E402
 
 
 def load_official(repo: Path):

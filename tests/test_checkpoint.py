@@ -59,12 +59,15 @@ def test_round_trip(tiny3, tmp_path, layout):
 
 def test_trainer_checkpoint_loads_safely(tmp_path):
     """This package's own trainer checkpoints (numpy RNG state inside) load with weights_only too."""
-    from edge_yolox.train import trainer as T
+    from edge_yolox.train.checkpoint import save_checkpoint
+    from edge_yolox.train.config import TrainConfig
+    from edge_yolox.train.ema import ModelEMA
+    from edge_yolox.train.optimizer import build_optimizer
 
     model = build_model("nano", num_classes=2)
-    optimizer = T.build_optimizer(model, T.TrainConfig())
+    optimizer = build_optimizer(model, TrainConfig())
     path = tmp_path / "best_ckpt.pth"
-    T.save_checkpoint(path, model, T.ModelEMA(model), optimizer, 3, 0.5, 0.4, T.TrainConfig(), 2)
+    save_checkpoint(path, model, ModelEMA(model), optimizer, 3, 0.5, 0.4, TrainConfig(), 2)
     loaded = model_from_checkpoint(path, say=lambda _: None)
     assert loaded.variant == "nano" and loaded.model.head.num_classes == 2 and same_weights(loaded.model, model)
 

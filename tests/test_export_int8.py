@@ -17,7 +17,7 @@ from conftest import shared_path  # noqa: E402
 from edge_yolox.train.cli import main  # noqa: E402
 from edge_yolox.train.export import int8_ncnn  # noqa: E402
 from edge_yolox.train.export.calibration import load_calibration  # noqa: E402
-from edge_yolox.train.export.onnx import ExportGraph  # noqa: E402
+from edge_yolox.train.export.graph import ExportGraph  # noqa: E402
 from edge_yolox.train.export.tflite import FLOAT_SCOPES  # noqa: E402
 from models_helpers import coco128, letterboxed, load_nano, nano_checkpoint, torch_input  # noqa: E402
 from runtime_helpers import iou  # noqa: E402

@@ -14,7 +14,8 @@ ort = pytest.importorskip("onnxruntime")
 from conftest import shared_path  # noqa: E402
 from edge_yolox.train.cli import main  # noqa: E402
 from edge_yolox.train.export import base_meta  # noqa: E402
-from edge_yolox.train.export.onnx import MODEL_NAME, ExportGraph, export_onnx  # noqa: E402
+from edge_yolox.train.export.graph import ExportGraph  # noqa: E402
+from edge_yolox.train.export.onnx import MODEL_NAME, export_onnx  # noqa: E402
 from models_helpers import coco128, detections, letterboxed, load_nano, match, nano_checkpoint, torch_input  # noqa: E402
 
 from edge_yolox.backends import load_backend  # noqa: E402

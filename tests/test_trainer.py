@@ -15,8 +15,14 @@ torch = pytest.importorskip("torch")
 nn = torch.nn
 
 from edge_yolox.train import trainer as T  # noqa: E402
+from edge_yolox.train.config import TrainConfig, parse_args, recipe  # noqa: E402
 from edge_yolox.train.data.augment import AugmentConfig  # noqa: E402
 from edge_yolox.train.data.synthetic import generate_scenes  # noqa: E402
+from edge_yolox.train.ema import ModelEMA  # noqa: E402
+from edge_yolox.train.optimizer import build_optimizer, warmcos_lr  # noqa: E402
+from edge_yolox.train.surgery import balance_conv_scales, bn_is_folded, unfold_batchnorm  # noqa: E402
+
+from edge_yolox.errors import ConfigError  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,8 +36,8 @@ def build_model():
     return models.build_model
 
 
-def small_cfg(tmp_path: Path, data: str, **overrides) -> T.TrainConfig:
-    cfg = T.recipe("nano")
+def small_cfg(tmp_path: Path, data: str, **overrides) -> TrainConfig:
+    cfg = recipe("nano")
     cfg.data, cfg.out, cfg.img_size, cfg.multiscale, cfg.workers = data, str(tmp_path / "run"), 96, None, 0
     cfg.batch, cfg.epochs, cfg.warmup_epochs, cfg.no_aug_epochs, cfg.eval_interval = 2, 3, 1, 1, 0
     for key, value in overrides.items():
@@ -43,18 +49,18 @@ def small_cfg(tmp_path: Path, data: str, **overrides) -> T.TrainConfig:
 
 
 def test_warmcos_schedule_values():
-    cfg = T.TrainConfig(epochs=20, warmup_epochs=2, no_aug_epochs=3, batch=64, min_lr_ratio=0.05)
+    cfg = TrainConfig(epochs=20, warmup_epochs=2, no_aug_epochs=3, batch=64, min_lr_ratio=0.05)
     ipe = 10  # iterations per epoch: warmup 0..20, cosine 20..170, flat tail 170..200
     lr, min_lr = 0.01, 0.0005
-    assert T.warmcos_lr(cfg, 0, ipe) == 0.0
-    assert T.warmcos_lr(cfg, 10, ipe) == pytest.approx(lr / 4)  # quadratic warmup
-    assert T.warmcos_lr(cfg, 20, ipe) == pytest.approx(lr)
-    assert T.warmcos_lr(cfg, 95, ipe) == pytest.approx((lr + min_lr) / 2)  # half-way down the cosine
-    assert T.warmcos_lr(cfg, 169, ipe) == pytest.approx(min_lr, rel=5e-3)
-    assert T.warmcos_lr(cfg, 170, ipe) == T.warmcos_lr(cfg, 199, ipe) == pytest.approx(min_lr)
-    values = [T.warmcos_lr(cfg, i, ipe) for i in range(20, 171)]
+    assert warmcos_lr(cfg, 0, ipe) == 0.0
+    assert warmcos_lr(cfg, 10, ipe) == pytest.approx(lr / 4)  # quadratic warmup
+    assert warmcos_lr(cfg, 20, ipe) == pytest.approx(lr)
+    assert warmcos_lr(cfg, 95, ipe) == pytest.approx((lr + min_lr) / 2)  # half-way down the cosine
+    assert warmcos_lr(cfg, 169, ipe) == pytest.approx(min_lr, rel=5e-3)
+    assert warmcos_lr(cfg, 170, ipe) == warmcos_lr(cfg, 199, ipe) == pytest.approx(min_lr)
+    values = [warmcos_lr(cfg, i, ipe) for i in range(20, 171)]
     assert all(a >= b for a, b in zip(values, values[1:]))
-    assert T.TrainConfig(batch=16).base_lr == pytest.approx(0.0025)  # lr = 0.01 * batch / 64
+    assert TrainConfig(batch=16).base_lr == pytest.approx(0.0025)  # lr = 0.01 * batch / 64
 
 
 def tiny_net():
@@ -64,7 +70,7 @@ def tiny_net():
 
 def test_optimizer_has_the_three_official_groups():
     net = tiny_net()
-    opt = T.build_optimizer(net, T.TrainConfig(batch=64))
+    opt = build_optimizer(net, TrainConfig(batch=64))
     bn, weights, biases = opt.param_groups
     assert {id(p) for p in bn["params"]} == {id(net[1].weight), id(net[4].weight)} and bn["weight_decay"] == 0
     assert {id(p) for p in weights["params"]} == {id(net[0].weight), id(net[3].weight)}
@@ -75,7 +81,7 @@ def test_optimizer_has_the_three_official_groups():
 
 def test_ema_ramp_and_update():
     net = tiny_net()
-    ema = T.ModelEMA(net)
+    ema = ModelEMA(net)
     assert ema.current_decay() == 0
     ema.updates = 1999
     with torch.no_grad():
@@ -95,10 +101,10 @@ def test_unfolding_batchnorm_keeps_eval_output_and_fixes_train_mode():
         bn.running_mean.zero_()
         bn.running_var.fill_(1 - bn.eps)
     images = [torch.rand(4, 3, 16, 16) * 255 for _ in range(3)]
-    assert T.bn_is_folded(net.eval())
+    assert bn_is_folded(net.eval())
     expected = net(images[0])
-    T.unfold_batchnorm(net, images)
-    assert not T.bn_is_folded(net)
+    unfold_batchnorm(net, images)
+    assert not bn_is_folded(net)
     assert torch.allclose(net.eval()(images[0]), expected, rtol=1e-4, atol=1e-3)
     train_out = net.train()(images[0])  # batch statistics now reproduce the folded function closely
     assert (train_out - expected).abs().mean() < 0.05 * expected.abs().mean()
@@ -126,11 +132,11 @@ def test_balancing_conv_scales_keeps_the_function_and_tames_the_stem():
         bn.running_mean.zero_()
         bn.running_var.fill_(1 - bn.eps)
     images = torch.rand(8, 3, 16, 16) * 255  # 0-255 input: the first conv's gradient is huge for its norm
-    T.unfold_batchnorm(model, [images])
+    unfold_batchnorm(model, [images])
     targets = torch.randn(8, 4, 14, 14)
     before_eval, before_train = model.eval()(images), model.train()(images)
     stem_norm = model.net[0].weight.norm().item()
-    T.balance_conv_scales(model, images, targets)
+    balance_conv_scales(model, images, targets)
     assert model.net[0].weight.norm().item() > 10 * stem_norm
     assert torch.allclose(model.eval()(images), before_eval, rtol=1e-4, atol=1e-3)
     assert torch.allclose(model.train()(images), before_train, rtol=1e-4, atol=1e-3)
@@ -151,16 +157,16 @@ def test_cli_reports_a_broken_dataset_in_one_line(tmp_path, capsys):
 
 def test_yaml_config_overrides_and_rejects_unknown_keys(tmp_path):
     (tmp_path / "c.yaml").write_text("epochs: 7\naug:\n  mosaic_prob: 0.25\n")
-    cfg = T.parse_args(["--data", "x", "--config", str(tmp_path / "c.yaml"), "--batch", "8"])
+    cfg = parse_args(["--data", "x", "--config", str(tmp_path / "c.yaml"), "--batch", "8"])
     assert (cfg.epochs, cfg.batch, cfg.aug.mosaic_prob, cfg.aug.mosaic_scale) == (7, 8, 0.25, (0.5, 1.5))
     assert cfg.multiscale == (320, 640)  # the Nano recipe
-    assert T.parse_args(["--data", "x", "--multiscale", "off"]).multiscale is None
-    assert T.parse_args(["--data", "x", "--multiscale", "256-512"]).multiscale == (256, 512)
-    with pytest.raises(T.ConfigError, match="multiples of 32"):
-        T.parse_args(["--data", "x", "--multiscale", "300-500"])
+    assert parse_args(["--data", "x", "--multiscale", "off"]).multiscale is None
+    assert parse_args(["--data", "x", "--multiscale", "256-512"]).multiscale == (256, 512)
+    with pytest.raises(ConfigError, match="multiples of 32"):
+        parse_args(["--data", "x", "--multiscale", "300-500"])
     (tmp_path / "bad.yaml").write_text("epoch: 7\n")
-    with pytest.raises(T.ConfigError, match="bad.yaml: epoch: unknown key"):
-        T.parse_args(["--data", "x", "--config", str(tmp_path / "bad.yaml")])
+    with pytest.raises(ConfigError, match="bad.yaml: epoch: unknown key"):
+        parse_args(["--data", "x", "--config", str(tmp_path / "bad.yaml")])
 
 
 # ----------------------------------------------------------------------------- with the network

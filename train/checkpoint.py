@@ -1,4 +1,5 @@
-"""Checkpoints: safe loading of official-layout (`{"model": state_dict, ...}`) and bare state_dicts into YOLOX.
+"""Checkpoints: safe loading of official-layout (`{"model": state_dict, ...}`) and bare state_dicts into YOLOX, and
+the trainer's own save and exact resume.
 
 Files are unpickled with `weights_only=True`. The only non-tensor globals allowed are numpy's scalar, dtype
 and array reconstruction, which official training checkpoints carry (`best_ap` is a numpy float64) as do
@@ -7,20 +8,28 @@ this package's own (numpy RNG state) — never a blanket `weights_only=False`.
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import pickle
+import random
 import sys
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import TYPE_CHECKING, Callable, Optional, Union
 
 import numpy as np
 import torch
 
-from edge_yolox.errors import ModelError
+from edge_yolox.errors import ConfigError, ModelError
 
+from .distributed import unwrap
 from .models import VARIANTS, YOLOX, build_model
+
+if TYPE_CHECKING:  # annotations only: loading a checkpoint needs no training machinery
+    from .config import TrainConfig
+    from .ema import ModelEMA
 
 StateDict = dict[str, torch.Tensor]
 CLS_PREFIX = "head.cls_preds."
@@ -195,3 +204,53 @@ def model_from_checkpoint(path: Union[str, Path], variant: Optional[str] = None,
     names = checkpoint.get("class_names")
     valid = isinstance(names, (list, tuple)) and len(names) == num_classes and all(isinstance(n, str) for n in names)
     return LoadedModel(model.eval(), variant, list(names) if valid else None)
+
+
+def rng_state() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+def save_checkpoint(path: Path, model, ema: ModelEMA | None, optimizer, epoch: int, best_ap: float,
+                    curr_ap: float, cfg: TrainConfig, num_classes: int) -> None:
+    """Official layout: "model" is what to deploy (the EMA weights when EMA is on); the raw training weights,
+    EMA counter and RNG ride along so that a resume continues exactly."""
+    state = {
+        "model": (ema.model if ema else unwrap(model)).state_dict(),
+        "train_model": unwrap(model).state_dict(),
+        "ema_updates": ema.updates if ema else 0,
+        "optimizer": optimizer.state_dict(),
+        "start_epoch": epoch + 1,
+        "best_ap": best_ap,
+        "curr_ap": curr_ap,
+        "rng": rng_state(),
+        "variant": cfg.variant,
+        "num_classes": num_classes,
+        "config": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "aug"},
+    }
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_training_state(path: Union[str, Path], model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                        ema: ModelEMA | None) -> tuple[int, float]:
+    """Put a `save_checkpoint` file back into the training objects and the RNGs; (start_epoch, best_ap)."""
+    state = read_checkpoint(path)  # the same allow-list as every checkpoint: RNG states are tuples and arrays
+    try:
+        model.load_state_dict(state["train_model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if ema:
+            ema.model.load_state_dict(state["model"])
+            ema.updates = state["ema_updates"]
+        start_epoch, best_ap = state["start_epoch"], state.get("best_ap", 0.0)
+        set_rng_state(state["rng"])
+    except (KeyError, RuntimeError, ValueError, TypeError, IndexError) as exc:
+        raise ConfigError(f"{path}: not a checkpoint this trainer can resume ({type(exc).__name__}: "
+                          f"{str(exc)[:200]})") from None
+    return start_epoch, best_ap

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from edge_yolox.arguments import Parser, fraction, number
-from edge_yolox.classes import default_names
 from edge_yolox.errors import ConfigError, EdgeYoloxError, one_line
+
+from .export.registry import FORMATS, PRECISIONS, calib_methods, export_bundle
 
 TORCH_SUFFIXES = (".pth", ".pt", ".ckpt")
 INSTALL_HINT = "pip install 'edge-yolox[train]'"
@@ -38,12 +39,6 @@ def parse_size(text: str) -> tuple[int, int]:
     if len(values) not in (1, 2) or any(v <= 0 or v % 32 for v in values):
         raise argparse.ArgumentTypeError(f"{text!r}: sizes must be positive multiples of 32")
     return (values[0], values[-1])
-
-
-def default_size(variant: str) -> tuple[int, int]:
-    from .models import VARIANTS
-
-    return (VARIANTS[variant].input_size,) * 2
 
 
 # ----------------------------------------------------------------------------- train
@@ -92,6 +87,7 @@ def run_eval(args: argparse.Namespace) -> int:
         import torch
 
         from .checkpoint import model_from_checkpoint
+        from .models import default_size
 
         if args.threads:
             torch.set_num_threads(args.threads)
@@ -131,37 +127,13 @@ def run_eval(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- export
 
 
-def _export_onnx(model, out: Path, meta, args: argparse.Namespace) -> Path:
-    from .export.onnx import export_onnx
-
-    return export_onnx(model, out, meta, layout=args.layout, opset=args.opset, dynamic=args.dynamic, stem=args.stem)
-
-
-def _export_ncnn(model, out: Path, meta, args: argparse.Namespace) -> Path:
-    from .export.ncnn import export_ncnn
-
-    return export_ncnn(model, out, meta, precision=args.precision, calib=args.calib, calib_n=args.calib_n,
-                       calib_method=args.calib_method or calib_methods()["ncnn"][0], threads=args.threads or 1)
-
-
-def _export_tflite(model, out: Path, meta, args: argparse.Namespace) -> Path:
-    from .export.tflite import export_tflite
-
-    return export_tflite(model, out, meta, precision=args.precision, calib=args.calib, calib_n=args.calib_n,
-                         calib_method=args.calib_method or calib_methods()["tflite"][0])
-
-
-# --format name -> writer(model, out_dir, base meta, args)
-EXPORTERS: dict[str, Callable] = {"onnx": _export_onnx, "ncnn": _export_ncnn, "tflite": _export_tflite}
-PRECISIONS = {"onnx": ("fp32",), "ncnn": ("fp32", "fp16", "int8"), "tflite": ("fp32", "int8")}
-
-
-def calib_methods() -> dict[str, tuple[str, ...]]:
-    """The activation-range methods each format's INT8 calibration takes (defaults first)."""
-    from .export.int8_ncnn import CALIB_METHODS as NCNN
-    from .export.tflite import CALIB_METHODS as TFLITE
-
-    return {"ncnn": NCNN, "tflite": TFLITE}
+def export_options(args: argparse.Namespace) -> dict:
+    """The --format writer's keywords, from the flags (see export.registry.export_bundle)."""
+    if args.format == "onnx":
+        return {"layout": args.layout, "opset": args.opset, "dynamic": args.dynamic, "stem": args.stem}
+    options = {"precision": args.precision, "calib": args.calib, "calib_n": args.calib_n,
+               "calib_method": args.calib_method or calib_methods()[args.format][0]}
+    return {**options, "threads": args.threads or 1} if args.format == "ncnn" else options
 
 
 def check_export_args(args: argparse.Namespace) -> None:
@@ -186,11 +158,12 @@ def check_export_args(args: argparse.Namespace) -> None:
 
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
     require_torch("`edge-yolox export`")
-    from .export.onnx import DEFAULT_OPSET, LAYOUTS, STEMS
+    from .export.graph import LAYOUTS, STEMS
+    from .export.onnx import DEFAULT_OPSET
 
     p.add_argument("--weights", required=True, help="a .pth checkpoint (official layout or bare state_dict)")
     p.add_argument("--variant", help="YOLOX variant (default: inferred from the checkpoint's tensor shapes)")
-    p.add_argument("--format", default="onnx", choices=sorted(EXPORTERS), help="output format (default onnx)")
+    p.add_argument("--format", default="onnx", choices=sorted(FORMATS), help="output format (default onnx)")
     p.add_argument("--out", required=True, help="bundle directory to write")
     p.add_argument("--img-size", type=parse_size, help="input size, e.g. 416 or 384,640 (default: the variant's)")
     p.add_argument("--names", help="class names: a .txt/.names file (one per line), a data.yaml, or a dataset")
@@ -218,38 +191,10 @@ def add_precision_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=number(int, 1, 256), help="CPU threads for NCNN calibration (default 1)")
 
 
-def read_names(spec: str) -> list[str]:
-    """Class names from a names file, a YOLO data.yaml or any dataset open_dataset reads."""
-    path = Path(spec)
-    if path.suffix in (".txt", ".names"):
-        try:
-            return [line.strip() for line in path.read_text().splitlines() if line.strip()]
-        except OSError as exc:
-            raise ConfigError(f"--names {spec}: cannot read ({exc})") from None
-    from .data.datasets import open_dataset
-
-    return open_dataset(path).names
-
-
-def class_names(spec: Optional[str], recorded: Optional[list[str]], num_classes: int) -> list[str]:
-    """--names, else the names the checkpoint records, else COCO's for 80 classes, else numbers (said)."""
-    if spec:
-        names = read_names(spec)
-        if len(names) != num_classes:
-            raise ConfigError(f"--names {spec}: {len(names)} names for a {num_classes}-class model")
-        return names
-    if recorded:
-        return recorded
-    if num_classes == 80:
-        print("class names: COCO (80 classes; --names overrides)", file=sys.stderr)
-    else:
-        print(f"class names: 0..{num_classes - 1} (pass --names for real ones)", file=sys.stderr)
-    return default_names(num_classes)
-
-
 def run_export(args: argparse.Namespace) -> int:
     from .checkpoint import model_from_checkpoint
-    from .export import base_meta
+    from .export import base_meta, class_names
+    from .models import default_size
 
     check_export_args(args)
     loaded = model_from_checkpoint(args.weights, args.variant)
@@ -257,7 +202,7 @@ def run_export(args: argparse.Namespace) -> int:
     names = class_names(args.names, loaded.class_names, num_classes)
     size = args.img_size or default_size(loaded.variant)
     meta = base_meta(loaded.variant, num_classes, size, names, source=Path(args.weights).name)
-    out = EXPORTERS[args.format](loaded.model, Path(args.out), meta, args)
+    out = export_bundle(args.format, loaded.model, Path(args.out), meta, **export_options(args))
     print(f"wrote {out} ({args.format} {args.precision}, YOLOX-{loaded.variant}, {size[0]}x{size[1]}, "
           f"{num_classes} classes)")
     return 0

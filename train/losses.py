@@ -8,28 +8,19 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from .anchors import anchor_grid, decode_boxes
 from .assign import simota_assign
 
 IOU_WEIGHT = 5.0
+LOSS_KEYS = ("total_loss", "iou_loss", "conf_loss", "cls_loss", "l1_loss", "num_fg")  # what yolox_loss returns
 
 
 def flatten_outputs(outputs: Sequence[torch.Tensor], strides: Sequence[int]):
     """Per-level raw head maps [B, 5+C, H, W] -> (raw [B, A, 5+C], grid [A, 2], stride [A]) in the official
     anchor order (level by level, row-major)."""
-    raws, grids, anchor_strides = [], [], []
-    for out, stride in zip(outputs, strides):
-        h, w = out.shape[-2:]
-        raws.append(out.flatten(2).transpose(1, 2))
-        ys, xs = torch.meshgrid(torch.arange(h, device=out.device), torch.arange(w, device=out.device), indexing="ij")
-        grids.append(torch.stack((xs, ys), -1).reshape(-1, 2))
-        anchor_strides.append(torch.full((h * w,), float(stride), device=out.device))
-    return torch.cat(raws, 1), torch.cat(grids).to(raws[0].dtype), torch.cat(anchor_strides).to(raws[0].dtype)
-
-
-def decode_boxes(raw_reg: torch.Tensor, grid: torch.Tensor, stride: torch.Tensor) -> torch.Tensor:
-    """Raw regression [B, A, 4] -> cxcywh boxes in input pixels."""
-    s = stride.unsqueeze(-1)
-    return torch.cat(((raw_reg[..., :2] + grid) * s, raw_reg[..., 2:4].exp() * s), -1)
+    raw = torch.cat([out.flatten(2).transpose(1, 2) for out in outputs], 1)
+    grid, stride = anchor_grid([out.shape[-2:] for out in outputs], strides, raw)
+    return raw, grid, stride
 
 
 def iou_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """NCNN export: pnnx converts the split-head graph to an fp32 NCNN model; fp16 and INT8 are written from it.
 
-The graph is onnx.ExportGraph with the split head and the pixel_unshuffle stem (pnnx rejects Focus's step-2
+The graph is graph.ExportGraph with the split head and the pixel_unshuffle stem (pnnx rejects Focus's step-2
 slices; pixel_unshuffle becomes ncnn's Reorg). Weights are converted as fp32: pnnx's default fp16 weights on the
 0-255 input move the stem's outputs by whole units.
 """
@@ -23,10 +23,9 @@ from edge_yolox.errors import ModelError
 
 from . import int8_ncnn
 from .calibration import DEFAULT_CALIB_N, check_request, load_calibration
-from .onnx import ExportGraph, check_image, split_output_names, torch_outputs
+from .graph import INPUT_NAME, ExportGraph, check_image, split_output_names, torch_outputs
 
 PARAM_NAME, BIN_NAME = "model.ncnn.param", "model.ncnn.bin"
-INPUT_NAME = "images"
 FP32_TOLERANCE = 1e-2  # max |ncnn - torch| on raw outputs; fp32 conversions land near 1e-4
 
 

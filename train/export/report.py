@@ -17,8 +17,9 @@ from edge_yolox.preprocess import to_nchw
 
 from ..data.datasets import open_dataset
 from ..evaluate import OFFICIAL_CONF, OFFICIAL_IOU, detector_detect_fn, evaluate, evaluate_dataset
-from . import base_meta
+from . import base_meta, class_names
 from .calibration import DEFAULT_CALIB_N, load_calibration
+from .registry import export_bundle
 
 THREADS = (1, 2)
 EVAL_THREADS = 1  # evaluation speed only; ncnn's OpenMP spin-waits make 2 threads slow on a busy 2-core machine
@@ -71,23 +72,6 @@ def bundle_size(bundle: Path) -> int:
     return sum(f.stat().st_size for f in bundle.iterdir() if f.is_file() and f.name != "meta.json")
 
 
-def export_bundle(fmt: str, precision: str, model, out: Path, meta, calib: Union[str, Path], calib_n: int,
-                  progress: bool) -> Path:
-    if fmt == "onnx":
-        from .onnx import export_onnx
-
-        return export_onnx(model, out, meta)
-    if fmt == "ncnn":
-        from .ncnn import export_ncnn
-
-        return export_ncnn(model, out, meta, precision, calib if precision == "int8" else None, calib_n,
-                           progress=progress)
-    from .tflite import export_tflite
-
-    return export_tflite(model, out, meta, precision, calib if precision == "int8" else None, calib_n,
-                         progress=progress)
-
-
 def quantize_report(weights: Union[str, Path], data: Union[str, Path], calib: Union[str, Path], out: Path, *,
                     variant: Optional[str] = None, split: str = "val", calib_n: int = DEFAULT_CALIB_N,
                     input_size: Optional[tuple[int, int]] = None, limit: int = 0, runs: int = 30,
@@ -96,7 +80,7 @@ def quantize_report(weights: Union[str, Path], data: Union[str, Path], calib: Un
     from edge_yolox.detector import Detector
 
     from ..checkpoint import model_from_checkpoint
-    from ..cli import class_names, default_size
+    from ..models import default_size
 
     loaded = model_from_checkpoint(weights, variant)
     model = loaded.model.eval()
@@ -114,7 +98,9 @@ def quantize_report(weights: Union[str, Path], data: Union[str, Path], calib: Un
              "latency_ms": torch_latency(model, timing_image, runs)}]
     for name, fmt, precision in ROWS:
         meta = base_meta(loaded.variant, num_classes, size, names, source=Path(weights).name)
-        bundle = export_bundle(fmt, precision, model, out / name, meta, calib, calib_n, progress)
+        options = {} if fmt == "onnx" else {"precision": precision, "calib": calib if precision == "int8" else None,
+                                            "calib_n": calib_n, "progress": progress}
+        bundle = export_bundle(fmt, model, out / name, meta, **options)
         detector = Detector(bundle, conf=OFFICIAL_CONF, iou=OFFICIAL_IOU, threads=EVAL_THREADS)
         try:
             metrics = evaluate(detector_detect_fn(detector), dataset, limit=limit, progress=progress)

@@ -3,7 +3,6 @@
 from .blocks import BaseConv, Bottleneck, CSPLayer, DWConv, Focus, SPPBottleneck, UnshuffleFocus
 from .yolox import (
     PAFPN,
-    STRIDES,
     VARIANTS,
     YOLOX,
     CSPDarknet,
@@ -12,9 +11,10 @@ from .yolox import (
     build_model,
     count_flops,
     count_params,
+    default_size,
 )
 
 __all__ = [
-    "BaseConv", "Bottleneck", "CSPLayer", "CSPDarknet", "DWConv", "Focus", "PAFPN", "SPPBottleneck", "STRIDES",
-    "UnshuffleFocus", "VARIANTS", "Variant", "YOLOX", "YOLOXHead", "build_model", "count_flops", "count_params",
+    "BaseConv", "Bottleneck", "CSPLayer", "CSPDarknet", "DWConv", "Focus", "PAFPN", "SPPBottleneck", "UnshuffleFocus",
+    "VARIANTS", "Variant", "YOLOX", "YOLOXHead", "build_model", "count_flops", "count_params", "default_size",
 ]

@@ -15,10 +15,11 @@ import torch
 from torch import nn
 
 from edge_yolox.errors import ConfigError
+from edge_yolox.postprocess import STRIDES
 
+from ..anchors import anchor_grid, decode_boxes
 from .blocks import BaseConv, CSPLayer, Focus, SPPBottleneck, conv_type
 
-STRIDES = (8, 16, 32)
 IN_CHANNELS = (256, 512, 1024)  # of dark3/4/5 at width 1.0
 PRIOR_PROB = 0.01
 
@@ -39,6 +40,11 @@ VARIANTS: dict[str, Variant] = {
     "l": Variant(1.0, 1.0),
     "x": Variant(1.33, 1.25),
 }
+
+
+def default_size(name: str) -> tuple[int, int]:
+    """The variant's official test size (h, w): what eval and export use unless told otherwise."""
+    return (VARIANTS[name].input_size,) * 2
 
 
 class CSPDarknet(nn.Module):
@@ -171,18 +177,10 @@ class YOLOXHead(nn.Module):
         levels = self.level_logits(features)
         maps = [torch.cat((reg, obj.sigmoid(), cls.sigmoid()), 1) for reg, obj, cls in levels]
         flat = torch.cat([m.flatten(2) for m in maps], 2).transpose(1, 2)
-        return self.decode(flat, [m.shape[-2:] for m in maps]) if self.decode_in_inference else flat
-
-    def decode(self, flat: torch.Tensor, grid_sizes: Sequence[torch.Size]) -> torch.Tensor:
-        """Raw (tx, ty, tw, th) -> (cx, cy, w, h) in input pixels: xy = (t + grid)·s, wh = exp(t)·s."""
-        grids, strides = [], []
-        for (h, w), stride in zip(grid_sizes, self.strides):
-            ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-            grids.append(torch.stack((xs, ys), -1).reshape(-1, 2))
-            strides.append(torch.full((h * w, 1), float(stride)))
-        grid = torch.cat(grids).to(flat)
-        stride = torch.cat(strides).to(flat)
-        return torch.cat(((flat[..., :2] + grid) * stride, flat[..., 2:4].exp() * stride, flat[..., 4:]), -1)
+        if not self.decode_in_inference:
+            return flat
+        grid, stride = anchor_grid([m.shape[-2:] for m in maps], self.strides, flat)
+        return torch.cat((decode_boxes(flat[..., :4], grid, stride), flat[..., 4:]), -1)
 
 
 class YOLOX(nn.Module):
