@@ -14,7 +14,6 @@ import numpy as np
 from edge_yolox.config import CameraConfig, Config, SourceConfig
 from edge_yolox.errors import SourceError
 from edge_yolox.pipeline import Pipeline, open_detector
-from edge_yolox.service import Notifier
 from edge_yolox.sinks import Sink
 from edge_yolox.sources import Frame, Source, open_source
 
@@ -38,7 +37,7 @@ def bench(config: Config, frames: int = 100, warmup: int = 5, block: int = 20) -
     feed = looped(dataclasses.replace(config.source, realtime=False), config.camera, detector.prepare)
     try:
         first = next(feed)
-        pipeline = Pipeline(config, detector, first.source, [recorder], Notifier(None))
+        pipeline = Pipeline(config, detector, first.source, [recorder])
         x = detector.prepare(first.frame.image).input
         for _ in range(warmup):
             detector.backend.run(x)

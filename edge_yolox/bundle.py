@@ -12,6 +12,7 @@ from typing import Any, Optional
 from edge_yolox import __version__
 from edge_yolox.errors import ConfigError, ModelError
 from edge_yolox.files import load_json
+from edge_yolox.postprocess import STRIDES
 from edge_yolox.schema import bounded, build, choice
 
 MAX_INPUT = 4096  # pixels per side: a 4096x4096 float input is 200 MB, the most a board can be asked for
@@ -47,7 +48,7 @@ class ModelMeta:
     input_size: tuple[int, int] = field(metadata={"length": 2, "range": (32, MAX_INPUT)})  # (h, w)
     layout: str = choice("single", "split", default="single")  # [N, 5+C] or (reg, obj, cls) per stride
     outputs: list[str] = field(default_factory=list)  # output names in the order postprocess takes
-    strides: tuple[int, ...] = field(default=(8, 16, 32), metadata={"range": (1, 1024), "min_length": 1})
+    strides: tuple[int, ...] = field(default=STRIDES, metadata={"range": (1, 1024), "min_length": 1})
     sigmoid_applied: bool = True  # obj/cls already in 0-1
     boxes_decoded: bool = False  # boxes already cx, cy, w, h in input pixels
     class_names: list[str] = field(default_factory=list)
@@ -80,6 +81,11 @@ class ModelMeta:
         if bad:
             raise ModelError(f"{source}: files.{bad[0]}: not a sha256 hex digest")
         return meta
+
+    @property
+    def name(self) -> str:
+        """The model as logs and records name it: "yolox-nano-int8"."""
+        return f"yolox-{re.sub(r'^yolox[-_]', '', self.variant)}-{self.precision}"
 
     @property
     def postprocess_options(self) -> dict[str, Any]:

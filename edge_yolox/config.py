@@ -13,14 +13,16 @@ from importlib import resources
 from pathlib import Path
 from typing import Optional
 
+from edge_yolox.backends import BACKENDS, check_options
 from edge_yolox.errors import ConfigError
 from edge_yolox.files import parse_yaml, read_text
+from edge_yolox.postprocess import CONF, IOU, MAX_DET
 from edge_yolox.schema import bounded as _range
 from edge_yolox.schema import build
 from edge_yolox.schema import choice as _choice
 from edge_yolox.sinks import check_sections
 
-BACKEND_NAMES = ("ncnn", "tflite", "onnxruntime")
+BACKEND_NAMES = tuple(BACKENDS)
 CAMERA_KINDS = ("opencv", "picamera2", "nvargus")
 COMMAND_LINE = "command line"
 DEFAULTS = "built-in defaults"
@@ -37,20 +39,18 @@ class ModelConfig:
     precision: str = _choice("fp32", "fp16", "int8", default="fp32")
     search: list[str] = field(default_factory=lambda: ["~/.local/share/edge-yolox/models",
                                                        "/var/lib/edge-yolox/models"])
-    fp16: bool = False  # ncnn fp16 storage/arithmetic
-    int8: bool = True  # ncnn int8 inference for int8 models
-    xnnpack: bool = True  # TFLite XNNPACK delegate
+    options: dict[str, dict] = field(default_factory=dict)  # backend name -> its OPTIONS: backends.check_options
     legacy: bool = False  # pre-0.1.1 YOLOX weights: RGB/255/mean-std input
     class_names: list[str] = field(default_factory=list)
 
 
 @dataclass
 class DetectConfig:
-    conf: float = _range(0.0, 1.0, default=0.25)
-    iou: float = _range(0.0, 1.0, default=0.45)
+    conf: float = _range(0.0, 1.0, default=CONF)
+    iou: float = _range(0.0, 1.0, default=IOU)
     agnostic: bool = False
     classes: list[str] = field(default_factory=list)  # names or ids; empty: all
-    max_det: int = _range(1, 10000, default=100)
+    max_det: int = _range(1, 10000, default=MAX_DET)
 
 
 @dataclass
@@ -194,6 +194,7 @@ def load_config(board: Optional[str] = None, config_file: Optional[str] = None,
     config = build(Config, data, lambda key: origin_of(origins, key))
     config.origins = origins
     check_sections(config.outputs, config.origin)
+    check_options(config.model.options, config.origin)
     if config.source.reconnect_max_s < config.source.reconnect_min_s:
         raise ConfigError(f"{origin_of(origins, 'source.reconnect_max_s')}: source.reconnect_max_s: must be "
                           f">= source.reconnect_min_s ({config.source.reconnect_min_s})")

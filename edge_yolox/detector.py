@@ -13,7 +13,7 @@ import numpy as np
 from edge_yolox.backends import Backend, load_backend
 from edge_yolox.classes import class_index
 from edge_yolox.errors import ConfigError
-from edge_yolox.postprocess import postprocess
+from edge_yolox.postprocess import CONF, IOU, MAX_DET, postprocess
 from edge_yolox.preprocess import letterbox
 
 
@@ -34,8 +34,8 @@ class Detector:
     (meta.preprocess: BGR 0-255, or the legacy RGB/255/mean-std); `legacy=True` forces the latter.
     """
 
-    def __init__(self, model: Union[str, Path, Backend], *, conf: float = 0.25, iou: float = 0.45,
-                 class_agnostic: bool = False, max_det: int = 300, classes: Optional[Iterable] = None,
+    def __init__(self, model: Union[str, Path, Backend], *, conf: float = CONF, iou: float = IOU,
+                 class_agnostic: bool = False, max_det: int = MAX_DET, classes: Optional[Iterable] = None,
                  backend: Optional[str] = None, threads: Optional[int] = None, **opts: Any):
         self.backend = model if isinstance(model, Backend) else load_backend(model, backend, threads, **opts)
         self.meta = self.backend.meta

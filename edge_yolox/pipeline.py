@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import signal
 import statistics
 import threading
@@ -21,11 +20,11 @@ from typing import Any, Optional
 
 from edge_yolox import sinks as sink_registry
 from edge_yolox import telemetry
-from edge_yolox.backends import available, find_model
+from edge_yolox.backends import ModelFile, available, find_model, open_model
 from edge_yolox.config import Config
 from edge_yolox.detector import Detector
 from edge_yolox.errors import ConfigError, EdgeYoloxError, ModelError
-from edge_yolox.service import Notifier
+from edge_yolox.notify import Notifier
 from edge_yolox.sinks import Sink, SinkContext
 from edge_yolox.sources import Source, open_source
 
@@ -33,8 +32,8 @@ log = logging.getLogger(__name__)
 BUNDLE_SUFFIX = {"ncnn": "ncnn", "tflite": "tflite", "onnxruntime": "onnx"}
 
 
-def resolve_model(config: Config) -> tuple[Path, Optional[str]]:
-    """(model path, backend or None for "by file type") from model.path or the board's search folders.
+def resolve_model(config: Config) -> ModelFile:
+    """The model of model.path, or the one found in the board's search folders.
 
     Without a path, looks for <variant>-<precision>.<ncnn|tflite|onnx> bundles in model.search, trying
     backends in the board's order and skipping those not installed.
@@ -46,29 +45,27 @@ def resolve_model(config: Config) -> tuple[Path, Optional[str]]:
         path = Path(m.path).expanduser()
         for backend in usable if (path.is_dir() and not forced) else []:
             try:
-                find_model(path, backend)
-                return path, backend
+                return find_model(path, backend)
             except ModelError:
                 continue
-        return path, forced
+        return find_model(path, forced)
     tried = []
     for backend in usable:
         for folder in m.search:
             candidate = Path(folder).expanduser() / f"{m.variant}-{m.precision}.{BUNDLE_SUFFIX[backend]}"
             tried.append(str(candidate))
             if candidate.exists():
-                return candidate, backend
+                return find_model(candidate, backend)
     looked = f"looked for {', '.join(tried)}" if usable else "no backend of model.backends is installed"
     raise ConfigError(f"model.path: no model given and none found ({looked}); pass --model PATH")
 
 
 def open_detector(config: Config) -> Detector:
-    path, backend = resolve_model(config)
     m, d = config.model, config.detect
-    return Detector(path, conf=d.conf, iou=d.iou, class_agnostic=d.agnostic, max_det=d.max_det,
-                    classes=d.classes or None, backend=backend, threads=m.threads,
-                    input_size=tuple(m.input_size), fp16=m.fp16, int8=m.int8, xnnpack=m.xnnpack,
-                    legacy=m.legacy, class_names=m.class_names or None)
+    backend = open_model(resolve_model(config), m.threads, input_size=m.input_size, legacy=m.legacy,
+                         class_names=m.class_names or None, options=m.options)
+    return Detector(backend, conf=d.conf, iou=d.iou, class_agnostic=d.agnostic, max_det=d.max_det,
+                    classes=d.classes or None)
 
 
 def build_sinks(config: Config, ctx: SinkContext) -> list[Sink]:
@@ -136,15 +133,13 @@ class Pipeline:
         self.detector = detector
         self.source = source
         self.sinks = sinks
-        self.notifier = notifier or Notifier.from_env()
+        self.notifier = notifier or Notifier()  # silent: only the `run` command passes systemd's
         self.stop_event = threading.Event()
         self.frames = 0
         self.meter = Meter()
         self.started = time.monotonic()
         self.wants_frames = any(s.wants_frames for s in sinks)
         self._stalled = False  # no frame for source.timeout_s: the watchdog is not fed
-        meta = detector.meta  # "yolox-nano-int8", as DESIGN.md's records name models
-        self.model_name = f"yolox-{re.sub(r'^yolox[-_]', '', meta.variant)}-{meta.precision}"
 
     def stop(self, *_: Any) -> None:
         """Finish the current frame, then shut down (also the signal handler)."""
@@ -205,7 +200,7 @@ class Pipeline:
         fps = self.meter.add(time.monotonic(), latency, [d["label"] for d in detections])
         record: dict[str, Any] = {
             "ts": round(frame.ts, 3), "frame": frame.index, "source": self.source.name,
-            "board": self.config.board, "model": self.model_name, "size": list(frame.image.shape[:2]),
+            "board": self.config.board, "model": self.detector.meta.name, "size": list(frame.image.shape[:2]),
             "latency_ms": {k: round(v, 2) for k, v in latency.items()}, "fps": round(fps, 2),
             "detections": detections,
         }
@@ -226,6 +221,9 @@ class Pipeline:
                  "frames": self.frames, "fps": round(self.meter.fps, 2), **period,
                  "dropped": self.source.dropped, "reconnects": self.source.reconnects,
                  "uptime_s": round(time.monotonic() - self.started, 1), **telemetry.read()}
+        outputs = self.sink_health()
+        if outputs:
+            stats["outputs"] = outputs
         self.notifier.status(f"{stats['fps']:.1f} fps, {self.frames} frames, {self.source.dropped} dropped")
         for sink in self.sinks:
             try:
@@ -233,8 +231,21 @@ class Pipeline:
             except Exception:
                 log.exception("%s failed to take stats", type(sink).__name__)
 
+    def sink_health(self) -> dict[str, dict[str, Any]]:
+        """Each sink's own counters by its `outputs:` name; every sink sees all of them in the stats."""
+        outputs = {}
+        for sink in self.sinks:
+            try:
+                health = sink.health()
+            except Exception:
+                log.exception("%s failed to report its health", type(sink).__name__)
+                continue
+            if health:
+                outputs[sink.name] = health
+        return outputs
 
-def run(config: Config) -> int:
+
+def run(config: Config, notifier: Optional[Notifier] = None) -> int:
     """Open everything the config asks for and run until the source ends, the limit, or a signal. A setup step
     that fails releases what the earlier ones opened (a capture thread left running aborts the interpreter)."""
     with contextlib.ExitStack() as opened:
@@ -242,13 +253,13 @@ def run(config: Config) -> int:
         opened.callback(detector.close)
         source = open_source(config.source, config.camera, detector.prepare)
         opened.callback(source.close)
-        ctx = SinkContext(device=config.device, board=config.board, model=detector.meta.variant,
+        ctx = SinkContext(device=config.device, board=config.board, model=detector.meta.name,
                           source=source.name, class_names=tuple(detector.class_names), fps=source.fps)
         sinks = build_sinks(config, ctx)
         opened.callback(close_all, sinks)
-        pipeline = Pipeline(config, detector, source, sinks)
+        pipeline = Pipeline(config, detector, source, sinks, notifier)
         opened.pop_all()  # from here Pipeline.run closes them
-    log.info("running %s on %s (%s, %d threads), board %s", detector.meta.variant, source.name,
+    log.info("running %s on %s (%s, %d threads), board %s", detector.meta.name, source.name,
              detector.backend.name, config.model.threads, config.board)
     return pipeline.run()
 

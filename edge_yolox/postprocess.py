@@ -20,17 +20,19 @@ from edge_yolox import _core
 
 Outputs = Union[np.ndarray, Sequence[np.ndarray]]
 Pair = tuple[float, float]
-STRIDES = (8, 16, 32)
+STRIDES = (8, 16, 32)  # YOLOX's head strides: every layer of the runtime and the exporters takes them from here
+# Detection defaults: the config's (edge_yolox.config.DetectConfig), the Detector's and this API's.
+CONF, IOU, MAX_DET = 0.25, 0.45, 100
 
 
 def postprocess_batch(
     outputs: Outputs,
     input_size: tuple[int, int],
     *,
-    conf: float = 0.25,
-    iou: float = 0.45,
+    conf: float = CONF,
+    iou: float = IOU,
     class_agnostic: bool = False,
-    max_det: int = 300,
+    max_det: int = MAX_DET,
     ratio: Union[float, Sequence[float]] = 1.0,
     pad: Union[Pair, Sequence[Pair]] = (0.0, 0.0),
     frame_size: Union[None, tuple[int, int], Sequence[tuple[int, int]]] = None,
@@ -107,4 +109,4 @@ def _is_pair_of_numbers(value) -> bool:
         return False
 
 
-__all__ = ["STRIDES", "postprocess", "postprocess_batch"]
+__all__ = ["CONF", "IOU", "MAX_DET", "STRIDES", "postprocess", "postprocess_batch"]

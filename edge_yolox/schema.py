@@ -140,3 +140,38 @@ def _string(value: Any, meta: typing.Mapping, key: str, origin: Origin) -> str:
     if meta.get("filename") and (not value or value in (".", "..") or "/" in value or "\\" in value):
         raise _invalid(origin, key, value, "a file name inside the bundle (no '/', no '..')")
     return value
+
+
+def options(section: dict[str, Any], key: str, defaults: dict[str, Any]) -> dict[str, Any]:
+    """A plugin's section (a sink's `outputs.<name>`, a backend's `model.options.<name>`) checked against the
+    plugin's `defaults` (unknown keys, types, finite numbers, no control characters in text) and completed with
+    them. Errors name the dotted key; the caller adds the file that set it."""
+    for name, value in section.items():
+        if name not in defaults:
+            raise ConfigError(f"{key}.{name}: unknown key; allowed: {', '.join(defaults) or 'none'}")
+        default = defaults[name]
+        numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) if numeric \
+            else default is None or isinstance(value, type(default))
+        if not ok:
+            raise ConfigError(f"{key}.{name}: invalid value {value!r}; allowed: a {type(default).__name__}")
+        hint = float if numeric else list[str] if isinstance(value, list) else str if isinstance(value, str) else None
+        if hint is not None:
+            check(value, hint, {}, f"{key}.{name}", lambda _: "")
+    return {**defaults, **section}
+
+
+def check_sections(sections: dict[str, dict], prefix: str, defaults: dict[str, dict[str, Any]], origin: Origin,
+                   kind: str) -> None:
+    """Every `<prefix>.<name>` section against the `defaults` of plugin `name` (a sink, a backend) when the config
+    is loaded, so `service install` refuses what would otherwise fail at boot; errors name the file that set the
+    offending key."""
+    for name, section in sections.items():
+        if name not in defaults:
+            raise ConfigError(f"{origin(f'{prefix}.{name}')}: {prefix}.{name}: unknown {kind}; allowed: "
+                              f"{', '.join(defaults)}")
+        for key, value in section.items():
+            try:
+                options({key: value}, f"{prefix}.{name}", defaults[name])
+            except ConfigError as exc:
+                raise ConfigError(f"{origin(f'{prefix}.{name}.{key}')}: {exc}") from None

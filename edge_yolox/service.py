@@ -1,88 +1,21 @@
-"""systemd integration: sd_notify over $NOTIFY_SOCKET (READY, WATCHDOG, STATUS, STOPPING), and the
-`edge-yolox service install|uninstall|status` commands that render and install a hardened unit."""
+"""`edge-yolox service install|uninstall|status`: render and install a hardened systemd unit running `edge-yolox run`
+(which speaks sd_notify through edge_yolox.notify)."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import os
 import pwd
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 from edge_yolox.errors import ConfigError, EdgeYoloxError
-
-log = logging.getLogger(__name__)
-
-
-class Notifier:
-    """Speaks the sd_notify datagram protocol; a no-op when not started by systemd (no NOTIFY_SOCKET)."""
-
-    def __init__(self, address: Optional[str] = None, watchdog_usec: Optional[int] = None):
-        self.address = address
-        # Ping at half the watchdog period, as sd_watchdog_enabled(3) recommends.
-        self.watchdog_interval = watchdog_usec / 2e6 if watchdog_usec else None
-        self._last_ping = 0.0
-        self._sock: Optional[socket.socket] = None
-        if address:
-            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-
-    @classmethod
-    def from_env(cls) -> Notifier:
-        usec = os.environ.get("WATCHDOG_USEC")
-        pid = os.environ.get("WATCHDOG_PID")
-        if pid and pid != str(os.getpid()):
-            usec = None  # the watchdog is meant for another process
-        return cls(os.environ.get("NOTIFY_SOCKET"), int(usec) if usec and usec.isdigit() else None)
-
-    @property
-    def enabled(self) -> bool:
-        return self._sock is not None
-
-    def send(self, message: str) -> None:
-        if self._sock is None:
-            return
-        address = self.address
-        if address.startswith("@"):  # abstract namespace socket
-            address = "\0" + address[1:]
-        try:
-            self._sock.sendto(message.encode(), address)
-        except OSError as exc:  # systemd gone or socket full: never fatal to detection
-            log.warning("sd_notify failed: %s", exc)
-
-    def ready(self) -> None:
-        self.send("READY=1")
-
-    def status(self, text: str) -> None:
-        self.send(f"STATUS={text}")
-
-    def watchdog(self) -> None:
-        """Call from the processing loop: a loop that hangs stops pinging and systemd restarts it."""
-        if self.watchdog_interval is None:
-            return
-        now = time.monotonic()
-        if now - self._last_ping >= self.watchdog_interval:
-            self._last_ping = now
-            self.send("WATCHDOG=1")
-
-    def stopping(self) -> None:
-        self.send("STOPPING=1")
-
-    def close(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-
-
-# ---- `edge-yolox service install|uninstall|status`: a hardened systemd unit running `edge-yolox run`
 
 UNIT_DIR = "etc/systemd/system"
 GROUPS = ("video", "dialout")  # cameras (/dev/video*, /dev/media*, Pi /dev/vchiq) and serial ports
@@ -140,9 +73,9 @@ def _check_name(name: str) -> str:
 def run_layer(run_args: list[str]) -> tuple[Optional[str], dict]:
     """The board and the config layer (user YAML from --config, then the flags) that `run` would use."""
     from edge_yolox.arguments import Parser
-    from edge_yolox.cli import add_run_arguments, overrides_from_args
     from edge_yolox.config import merge, read_yaml
     from edge_yolox.files import read_text
+    from edge_yolox.runflags import add_run_arguments, overrides_from_args
 
     parser = Parser(prog="edge-yolox service install -- ")
     add_run_arguments(parser)
@@ -268,8 +201,8 @@ UNIT_TEMPLATE = """\
 Description=edge-yolox object detection ({name})
 Wants=network-online.target
 After=network-online.target
-{argus_order}# Never give up: a camera or network that is down for an hour must be picked up again when it returns, without
-# anyone logging in. Bad arguments cannot loop here: `service install` validated them like `run` does.
+{argus_order}# Never give up: a camera or network down for an hour must be picked up again when it returns, with nobody
+# logging in. Bad arguments cannot loop here: `service install` validated them like `run` does.
 StartLimitIntervalSec=0
 
 [Service]

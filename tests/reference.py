@@ -60,7 +60,7 @@ def nms(boxes, scores, classes, iou, agnostic, max_det):
     return np.array(keep, dtype=np.int64)
 
 
-def postprocess(rows, input_size, *, conf=0.25, iou=0.45, class_agnostic=False, max_det=300, ratio=1.0,
+def postprocess(rows, input_size, *, conf=0.25, iou=0.45, class_agnostic=False, max_det=100, ratio=1.0,
                 pad=(0.0, 0.0), frame_size=None, strides=(8, 16, 32), multi_label=False, apply_sigmoid=False,
                 decode_boxes=True):
     """rows: the official [N, 5+C] tensor of one image → float32 [K, 6]."""

@@ -91,3 +91,34 @@ def test_missing_config_file(tmp_path):
 def test_reconnect_bounds_checked():
     with pytest.raises(ConfigError, match="reconnect_max_s"):
         load_config("x86", None, {"source": {"reconnect_min_s": 5, "reconnect_max_s": 1}})
+
+
+def test_one_detection_default_everywhere():
+    """The config, the Detector and the postprocess API share one max_det (it was 100 in the config and 300 in
+    the other two), conf and iou."""
+    import inspect
+
+    from edge_yolox.detector import Detector
+    from edge_yolox.postprocess import CONF, IOU, MAX_DET, postprocess_batch
+
+    detect = load_config("x86").detect
+    assert (detect.max_det, detect.conf, detect.iou) == (MAX_DET, CONF, IOU) == (100, 0.25, 0.45)
+    for function in (Detector.__init__, postprocess_batch):
+        params = inspect.signature(function).parameters
+        assert (params["max_det"].default, params["conf"].default, params["iou"].default) == (MAX_DET, CONF, IOU)
+
+
+def test_backend_options_per_backend(tmp_path):
+    config = tmp_path / "site.yaml"
+    config.write_text("model:\n  options:\n    tflite: {xnnpack: false}\n")
+    loaded = load_config("rpi4", str(config))
+    assert loaded.model.options == {"ncnn": {"fp16": True, "int8": True}, "tflite": {"xnnpack": False}}
+    config.write_text("model:\n  options:\n    ncnn: {fp17: true}\n")
+    with pytest.raises(ConfigError, match=f"{config}: model.options.ncnn.fp17: unknown key; allowed: fp16, int8"):
+        load_config("rpi4", str(config))
+    config.write_text("model:\n  options:\n    tensorrt: {}\n")
+    with pytest.raises(ConfigError, match="model.options.tensorrt: unknown backend; allowed: ncnn, tflite"):
+        load_config("rpi4", str(config))
+    config.write_text("model:\n  options:\n    ncnn: {int8: 'yes'}\n")
+    with pytest.raises(ConfigError, match="model.options.ncnn.int8: invalid value 'yes'; allowed: a bool"):
+        load_config("rpi4", str(config))

@@ -8,8 +8,8 @@ import pytest
 from runtime_helpers import cli, iou, records
 
 from edge_yolox.bundle import read_bundle
-from edge_yolox.cli import demo_model
 from edge_yolox.detector import Detector
+from edge_yolox.runflags import demo_model
 from edge_yolox.scene import CLASSES
 from edge_yolox.sources.synthetic import SyntheticReader
 

@@ -11,10 +11,15 @@ import subprocess
 import sys
 import threading
 import time
+from types import SimpleNamespace
 
 import cv2
 import pytest
 from runtime_helpers import ROOT, MjpegServer, cli, free_port, iou, ncnn_model, onnx_model, records, unmatched, video
+
+from edge_yolox.config import load_config
+from edge_yolox.pipeline import Pipeline
+from edge_yolox.sinks import Sink
 
 FRAMES = 100  # the person walks in around frame 62
 
@@ -180,3 +185,34 @@ def test_save_video_and_image_folder_outputs(tmp_path):
                  "--save", folder)
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in folder.iterdir()) == [f"frame_{i:06d}.jpg" for i in range(3)]
+
+
+class Reporting(Sink):
+    def __init__(self, name: str, health: dict):
+        self.name, self.own, self.seen = name, health, []
+
+    def health(self) -> dict:
+        return self.own
+
+    def stats(self, stats: dict) -> None:
+        self.seen.append(stats)
+
+
+def test_stats_carry_every_sinks_health_to_every_sink(monkeypatch):
+    """Each sink reports its own health; the pipeline merges them, so the first sink sees the last one's too (it
+    once depended on SINK_MODULES order). Built in-process, a Pipeline never speaks to systemd."""
+    monkeypatch.setenv("NOTIFY_SOCKET", "/nonexistent/notify.sock")
+    sinks = [Reporting("stdout", {}), Reporting("mqtt", {"queued": 2}), Reporting("serial", {"connected": False})]
+    source = SimpleNamespace(name="test", dropped=0, reconnects=0)
+    pipeline = Pipeline(load_config("x86"), SimpleNamespace(), source, sinks)
+    assert not pipeline.notifier.enabled
+    pipeline.send_stats()
+    for sink in sinks:
+        assert sink.seen[-1]["outputs"] == {"mqtt": {"queued": 2}, "serial": {"connected": False}}
+
+
+def test_logs_and_records_name_the_model_alike():
+    result = cli("run", "--demo", "--board", "x86", "--limit", "2", "--threads", "1", "--stats-interval", "0")
+    assert result.returncode == 0, result.stderr
+    name = records(result.stdout)[0]["model"]
+    assert name == "yolox-nano-int8" and f"running {name} on synthetic" in result.stderr

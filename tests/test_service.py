@@ -22,7 +22,8 @@ from mqtt_helpers import PASSWORD, Broker, Subscriber
 from runtime_helpers import ROOT, cli, onnx_model
 
 from edge_yolox.errors import ConfigError
-from edge_yolox.service import Notifier, _existing_groups, render
+from edge_yolox.notify import Notifier
+from edge_yolox.service import _existing_groups, render
 
 
 def systemd_analyze() -> str:

@@ -1,4 +1,4 @@
-"""ncnn backend (Python binding): threads and fp16/int8 options from the board config.
+"""ncnn backend (Python binding): threads from the board config, fp16/int8 from `model.options.ncnn`.
 
 Third-party YOLOX exports (the official ncnn demo's layout, used by most Pi projects) contain the custom
 layer `YoloV5Focus`, which stock ncnn lacks. We rewrite it in memory to standard layers: `Reorg` (mode 1
@@ -15,16 +15,18 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 
-from edge_yolox.backends import Backend, bare_meta, check_input_size, import_runtime, static_size
+from edge_yolox.backends.base import Backend, check_input_size, import_runtime, static_size
+from edge_yolox.backends.probe import bare_meta
 from edge_yolox.bundle import ModelMeta
 from edge_yolox.errors import ModelError
 
 log = logging.getLogger(__name__)
 MAGIC = "7767517"
+OPTIONS = {"fp16": False, "int8": True}  # fp16 storage/arithmetic; int8 inference for int8 models
 
 
 class NcnnBackend(Backend):
@@ -124,9 +126,8 @@ def render_param(layers: list[list[str]], blob_count: int) -> str:
     return "\n".join([MAGIC, f"{len(layers)} {blob_count}"] + [" ".join(f) for f in layers]) + "\n"
 
 
-def load(path: Path, meta: Optional[ModelMeta], threads: Optional[int] = None,
-         input_size: Optional[tuple[int, int]] = None, fp16: bool = False, int8: bool = True,
-         **_: Any) -> NcnnBackend:
+def load(path: Path, meta: Optional[ModelMeta], threads: Optional[int], input_size: Optional[tuple[int, int]], *,
+         fp16: bool, int8: bool) -> NcnnBackend:
     ncnn = import_runtime("ncnn", path, "ncnn")
     weights = path.with_suffix(".bin")
     if not weights.is_file():

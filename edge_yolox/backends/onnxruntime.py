@@ -4,22 +4,17 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 
-from edge_yolox.backends import (
-    Backend,
-    bare_meta,
-    bundle_order,
-    check_input_size,
-    import_runtime,
-    static_size,
-)
+from edge_yolox.backends.base import Backend, bundle_order, check_input_size, import_runtime, static_size
+from edge_yolox.backends.probe import bare_meta
 from edge_yolox.bundle import ModelMeta
 from edge_yolox.errors import ModelError
 
 log = logging.getLogger(__name__)
+OPTIONS: dict = {}
 
 
 class OnnxBackend(Backend):
@@ -40,8 +35,8 @@ class OnnxBackend(Backend):
         self.session = None
 
 
-def load(path: Path, meta: Optional[ModelMeta], threads: Optional[int] = None,
-         input_size: Optional[tuple[int, int]] = None, **_: Any) -> OnnxBackend:
+def load(path: Path, meta: Optional[ModelMeta], threads: Optional[int],
+         input_size: Optional[tuple[int, int]]) -> OnnxBackend:
     ort = import_runtime("onnxruntime", path, "onnx")
     options = ort.SessionOptions()
     options.log_severity_level = 3  # onnxruntime's own warnings would bypass our logging

@@ -13,11 +13,13 @@ from typing import Any, Optional
 
 import numpy as np
 
-from edge_yolox.backends import Backend, bare_meta, check_input_size, infer_head, static_size
+from edge_yolox.backends.base import Backend, check_input_size, static_size
+from edge_yolox.backends.probe import bare_meta, infer_head
 from edge_yolox.bundle import ModelMeta
 from edge_yolox.errors import ModelError
 
 log = logging.getLogger(__name__)
+OPTIONS = {"xnnpack": True}  # LiteRT's default CPU delegate; off: the plain built-in kernels
 
 
 def interpreter_module():
@@ -85,8 +87,8 @@ def dequantize(q: np.ndarray, detail: dict) -> np.ndarray:
     return (q.astype(np.float32) - zero) * np.float32(scale)
 
 
-def load(path: Path, meta: Optional[ModelMeta], threads: Optional[int] = None,
-         input_size: Optional[tuple[int, int]] = None, xnnpack: bool = True, **_: Any) -> TfliteBackend:
+def load(path: Path, meta: Optional[ModelMeta], threads: Optional[int], input_size: Optional[tuple[int, int]], *,
+         xnnpack: bool) -> TfliteBackend:
     try:
         tfl = interpreter_module()
     except ImportError as exc:

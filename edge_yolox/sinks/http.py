@@ -28,7 +28,8 @@ from typing import Any, Optional
 import numpy as np
 
 from edge_yolox.errors import ConfigError
-from edge_yolox.sinks import Sink, SinkContext, options
+from edge_yolox.schema import options
+from edge_yolox.sinks.base import Sink, SinkContext
 
 NAME = "http"
 DEFAULTS = {"listen": "", "fps": 10.0, "quality": 75, "width": 0, "stale_s": 10.0, "max_connections": 16,
@@ -60,7 +61,7 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 
 def from_config(section: dict, ctx: SinkContext) -> HttpSink:
-    opts = options(section, NAME, DEFAULTS)
+    opts = options(section, f"outputs.{NAME}", DEFAULTS)
     host, port = parse_listen(opts["listen"])
     if opts["fps"] <= 0 or not 1 <= opts["quality"] <= 100 or opts["width"] < 0:
         raise ConfigError(f"outputs.{NAME}: fps must be > 0, quality 1-100, width >= 0")
@@ -71,6 +72,7 @@ def from_config(section: dict, ctx: SinkContext) -> HttpSink:
 
 
 class HttpSink(Sink):
+    name = NAME
     wants_frames = True
 
     def __init__(self, host: str, port: int, ctx: SinkContext, fps: float = 10.0, quality: int = 75,
@@ -153,13 +155,14 @@ class HttpSink(Sink):
 
     # ---- views
 
-    def health(self) -> tuple[bool, dict[str, Any]]:
+    def health(self) -> dict[str, Any]:
+        """Whether frames flow: status "ok", "stale" (none for stale_s) or "starting" (none yet)."""
         with self.cond:
             age = None if self.last_write is None else time.monotonic() - self.last_write
         if age is None:
-            return False, {"status": "starting", "detail": "no frame processed yet"}
-        ok = age <= self.stale_s
-        return ok, {"status": "ok" if ok else "stale", "last_frame_age_s": round(age, 2), "frames": self.seq}
+            return {"status": "starting", "detail": "no frame processed yet"}
+        return {"status": "ok" if age <= self.stale_s else "stale", "last_frame_age_s": round(age, 2),
+                "frames": self.seq}
 
     def snapshot(self) -> dict[str, Any]:
         with self.cond:
@@ -272,8 +275,8 @@ class Handler(BaseHTTPRequestHandler):
         elif path == "/metrics":
             self._send(200, "text/plain; version=0.0.4; charset=utf-8", self.sink.metrics().encode())
         elif path == "/healthz":
-            ok, body = self.sink.health()
-            self._send(200 if ok else 503, "application/json", json.dumps(body).encode())
+            body = self.sink.health()
+            self._send(200 if body["status"] == "ok" else 503, "application/json", json.dumps(body).encode())
         else:
             self._send(404, "text/plain", b"not found\n")
 
@@ -354,7 +357,8 @@ async function refresh() {
     for (const k in lat) row(rows, `${k} ms`, fixed(lat[k], 1));
     if (st.cpu_temp_c !== undefined) row(rows, "CPU °C", st.cpu_temp_c);
     if (st.dropped !== undefined) row(rows, "dropped", st.dropped, st.dropped ? "bad" : "");
-    for (const [k, v] of Object.entries(st.outputs || {})) row(rows, `${k} queue`, v.queued ?? "-");
+    for (const [k, v] of Object.entries(st.outputs || {}))
+      if (v.queued !== undefined) row(rows, `${k} queue`, v.queued);
     for (const d of last.detections || []) row(rows, d.label, fixed(d.score, 2));
     $("stats").replaceChildren(...rows);
   } catch (e) { $("title").textContent = "edge-yolox · disconnected"; }

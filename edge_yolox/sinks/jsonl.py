@@ -10,7 +10,8 @@ from typing import Any, Optional
 import numpy as np
 
 from edge_yolox.errors import ConfigError
-from edge_yolox.sinks import Sink, SinkContext, options
+from edge_yolox.schema import options
+from edge_yolox.sinks.base import Sink, SinkContext
 
 NAME = "jsonl"
 
@@ -26,13 +27,15 @@ def section_from_args(args) -> Optional[dict]:
 
 
 def from_config(section: dict, ctx: SinkContext) -> JsonlSink:
-    opts = options(section, NAME, DEFAULTS)
+    opts = options(section, f"outputs.{NAME}", DEFAULTS)
     if not opts["path"]:
         raise ConfigError(f"outputs.{NAME}.path: required (the file to append to)")
     return JsonlSink(Path(opts["path"]).expanduser(), opts["stats"])
 
 
 class JsonlSink(Sink):
+    name = NAME
+
     def __init__(self, path: Path, with_stats: bool = False):
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

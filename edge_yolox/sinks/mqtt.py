@@ -35,7 +35,8 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from edge_yolox.errors import ConfigError, redact
-from edge_yolox.sinks import Sink, SinkContext, options
+from edge_yolox.schema import options
+from edge_yolox.sinks.base import Sink, SinkContext
 
 NAME = "mqtt"
 WINDOW = 20  # messages handed to paho and not yet acknowledged (mosquitto's default max_inflight_messages)
@@ -171,7 +172,7 @@ def parse_url(url: str, username: str = "") -> Settings:
 def from_config(section: dict, ctx: SinkContext) -> MqttSink:
     if isinstance(section.get("url"), str) and section["url"]:
         parse_url(section["url"])  # first: the generic checks below would echo a bad URL with its password
-    opts = options(section, NAME, DEFAULTS)
+    opts = options(section, f"outputs.{NAME}", DEFAULTS)
     if not opts["url"]:
         raise ConfigError(f"outputs.{NAME}.url: required (mqtt://[user@]host[:port]/prefix)")
     settings = parse_url(opts["url"], opts["username"])
@@ -207,6 +208,8 @@ def _open_journal(path: Path) -> Journal:
 
 
 class MqttSink(Sink):
+    name = NAME
+
     def __init__(self, settings: Settings, opts: dict, ctx: SinkContext, password: Optional[str],
                  spill: Optional[Path], ha_labels: list[str]):
         import paho.mqtt.client as mqtt  # imported here: the runtime starts without paho unless --mqtt is used
@@ -285,7 +288,6 @@ class MqttSink(Sink):
         self._put(Message(self.topics["detections"], _json(record), self.qos, self.retain))
 
     def stats(self, stats: dict[str, Any]) -> None:
-        stats.setdefault("outputs", {})[NAME] = self.health()  # also seen by the sinks after this one
         self._put(Message(self.topics["stats"], _json(stats), self.qos, False))
 
     def health(self) -> dict[str, Any]:

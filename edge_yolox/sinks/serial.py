@@ -19,7 +19,9 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from edge_yolox.errors import ConfigError
-from edge_yolox.sinks import Sink, SinkContext, frames, options
+from edge_yolox.schema import options
+from edge_yolox.sinks import frames
+from edge_yolox.sinks.base import Sink, SinkContext
 
 NAME = "serial"
 FORMATS = ("json", "binary")
@@ -46,7 +48,7 @@ def section_from_args(args) -> Optional[dict]:
 
 
 def from_config(section: dict, ctx: SinkContext) -> SerialSink:
-    opts = options(section, NAME, DEFAULTS)
+    opts = options(section, f"outputs.{NAME}", DEFAULTS)
     if not opts["port"]:
         raise ConfigError(f"outputs.{NAME}.port: required (e.g. /dev/ttyUSB0)")
     if opts["format"] not in FORMATS:
@@ -69,6 +71,8 @@ def _open_port(port: str, baud: int):
 
 
 class SerialSink(Sink):
+    name = NAME
+
     def __init__(self, port: str, baud: int = 115200, fmt: str = "json", write_timeout: float = 0.5,
                  queue_size: int = 64, with_stats: bool = False, backoff: tuple[float, float] = (0.5, 10.0),
                  opener: Callable = _open_port):
@@ -94,7 +98,6 @@ class SerialSink(Sink):
             self._put(json.dumps(record, separators=(",", ":")).encode() + b"\n")
 
     def stats(self, stats: dict[str, Any]) -> None:
-        stats.setdefault("outputs", {})[NAME] = self.health()  # seen by the sinks after this one
         if self.with_stats and self.format == "json":
             self._put(json.dumps({"stats": stats}, separators=(",", ":")).encode() + b"\n")
 

@@ -10,7 +10,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-from edge_yolox.sinks import Sink, SinkContext, options
+from edge_yolox.schema import options
+from edge_yolox.sinks.base import Sink, SinkContext
 
 NAME = "stdout"
 log = logging.getLogger(__name__)
@@ -27,11 +28,13 @@ def section_from_args(args) -> Optional[dict]:
 
 
 def from_config(section: dict, ctx: SinkContext) -> StdoutSink:
-    options(section, NAME, DEFAULTS)
+    options(section, f"outputs.{NAME}", DEFAULTS)
     return StdoutSink()
 
 
 class StdoutSink(Sink):
+    name = NAME
+
     def __init__(self, stream=None):
         self.stream = stream or sys.stdout
         self.broken = False

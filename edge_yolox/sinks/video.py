@@ -11,7 +11,8 @@ import numpy as np
 
 from edge_yolox.draw import annotate
 from edge_yolox.errors import ConfigError
-from edge_yolox.sinks import Sink, SinkContext, options
+from edge_yolox.schema import options
+from edge_yolox.sinks.base import Sink, SinkContext
 
 NAME = "video"
 log = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ def section_from_args(args) -> Optional[dict]:
 
 
 def from_config(section: dict, ctx: SinkContext) -> VideoSink:
-    opts = options(section, NAME, DEFAULTS)
+    opts = options(section, f"outputs.{NAME}", DEFAULTS)
     if not opts["path"]:
         raise ConfigError(f"outputs.{NAME}.path: required (a .mp4/.avi/.mkv file or a folder)")
     fps = float(opts["fps"]) or ctx.fps or 10.0
@@ -37,6 +38,7 @@ def from_config(section: dict, ctx: SinkContext) -> VideoSink:
 
 
 class VideoSink(Sink):
+    name = NAME
     wants_frames = True
 
     def __init__(self, path: Path, fps: float):
