@@ -22,6 +22,12 @@ def one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
 
+def reason(exc: BaseException, limit: int = 200) -> str:
+    """What a third-party exception says, for one of our one-line errors: its first line (its type when empty)."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__
+
+
 def redact(url: str) -> str:
     """`url` fit for a message or a log: whatever lies between the first ':' after the scheme and the last '@'
     (where a password is, however malformed the rest) becomes ***. May hide a port too, never shows a password."""

@@ -77,6 +77,12 @@ def postprocess(outputs: Outputs, input_size: tuple[int, int], **kwargs) -> np.n
     return results[0]
 
 
+def grid_shapes(input_size: tuple[int, int], strides: Sequence[int] = STRIDES) -> list[tuple[int, int]]:
+    """(h, w) of each stride's head map for a model input (h, w): ceil(size / stride), what YOLOX's stride-2
+    convolutions produce; the C++ core's own rule, so Python never disagrees with it."""
+    return [tuple(g) for g in _core.grid_shapes(*_pair(input_size, "input_size", int), [int(s) for s in strides])]
+
+
 def _pair(value, name: str, kind) -> tuple:
     try:
         a, b = value
@@ -109,4 +115,4 @@ def _is_pair_of_numbers(value) -> bool:
         return False
 
 
-__all__ = ["CONF", "IOU", "MAX_DET", "STRIDES", "postprocess", "postprocess_batch"]
+__all__ = ["CONF", "IOU", "MAX_DET", "STRIDES", "grid_shapes", "postprocess", "postprocess_batch"]

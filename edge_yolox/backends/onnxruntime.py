@@ -11,7 +11,7 @@ import numpy as np
 from edge_yolox.backends.base import Backend, bundle_order, check_input_size, import_runtime, static_size
 from edge_yolox.backends.probe import bare_meta
 from edge_yolox.bundle import ModelMeta
-from edge_yolox.errors import ModelError
+from edge_yolox.errors import ModelError, reason
 
 log = logging.getLogger(__name__)
 OPTIONS: dict = {}
@@ -28,7 +28,10 @@ class OnnxBackend(Backend):
         self.input_name = session.get_inputs()[0].name
 
     def run(self, x: np.ndarray) -> list[np.ndarray]:
-        outputs = self.session.run(None, {self.input_name: x})
+        try:
+            outputs = self.session.run(None, {self.input_name: x})
+        except Exception as exc:  # onnxruntime's own exception types: e.g. a dynamic model that cannot take this size
+            raise ModelError(f"{self.path}: onnxruntime failed on a {list(x.shape)} input ({reason(exc)})") from None
         return [outputs[i] for i in self.order]
 
     def close(self) -> None:
@@ -39,15 +42,16 @@ def load(path: Path, meta: Optional[ModelMeta], threads: Optional[int],
          input_size: Optional[tuple[int, int]]) -> OnnxBackend:
     ort = import_runtime("onnxruntime", path, "onnx")
     options = ort.SessionOptions()
-    options.log_severity_level = 3  # onnxruntime's own warnings would bypass our logging
+    # Fatal only: its warnings and errors would bypass our logging, and every error also raises, which `run` turns
+    # into our one-line ModelError.
+    options.log_severity_level = 4
     options.inter_op_num_threads = 1  # a single sequential graph: inter-op threads only add wake-ups
     if threads:
         options.intra_op_num_threads = int(threads)
     try:
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"{path}: not a loadable ONNX model ({reason[:200]})") from None
+        raise ModelError(f"{path}: not a loadable ONNX model ({reason(exc)})") from None
     dims = session.get_inputs()[0].shape
     if len(dims) != 4 or 3 not in (dims[1], dims[3]):
         raise ModelError(f"{path}: input shape {dims} is not an image batch [1,3,H,W] or [1,H,W,3]")

@@ -12,14 +12,14 @@ import numpy as np
 from edge_yolox.bundle import META_NAME, ModelMeta
 from edge_yolox.classes import default_names
 from edge_yolox.errors import ModelError
-from edge_yolox.postprocess import STRIDES
+from edge_yolox.postprocess import STRIDES, grid_shapes
 
 log = logging.getLogger(__name__)
 
 
 def grid_cells(input_size: Sequence[int], strides: Sequence[int]) -> list[int]:
-    h, w = input_size
-    return [(h // s) * (w // s) for s in strides]
+    """Anchors per stride: the cells of its grid."""
+    return [h * w for h, w in grid_shapes(tuple(input_size), strides)]
 
 
 def order_split(shapes: Sequence[Sequence[int]], input_size: Sequence[int], strides: Sequence[int],

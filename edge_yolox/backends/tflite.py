@@ -16,7 +16,7 @@ import numpy as np
 from edge_yolox.backends.base import Backend, check_input_size, static_size
 from edge_yolox.backends.probe import bare_meta, infer_head
 from edge_yolox.bundle import ModelMeta
-from edge_yolox.errors import ModelError
+from edge_yolox.errors import ModelError, reason
 
 log = logging.getLogger(__name__)
 OPTIONS = {"xnnpack": True}  # LiteRT's default CPU delegate; off: the plain built-in kernels
@@ -100,8 +100,7 @@ def load(path: Path, meta: Optional[ModelMeta], threads: Optional[int], input_si
         interpreter = tfl.Interpreter(**kwargs)
         interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"{path}: not a loadable TFLite model ({reason[:200]})") from None
+        raise ModelError(f"{path}: not a loadable TFLite model ({reason(exc)})") from None
     dims = [int(d) for d in interpreter.get_input_details()[0]["shape"]]
     if len(dims) != 4 or 3 not in (dims[1], dims[3]):
         raise ModelError(f"{path}: input shape {dims} is not an image batch [1,H,W,3] or [1,3,H,W]")
