@@ -183,3 +183,25 @@ def test_degenerate_images_are_detected_on(tmp_path, shape):
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
     (record,) = [json.loads(line) for line in result.stdout.splitlines()]
     assert record["size"] == list(shape[:2])
+
+
+def test_bare_model_declaring_a_huge_input(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    shape = [1, 3, 100000, 100000]
+    graph = helper.make_graph([helper.make_node("Identity", ["images"], ["out"])], "huge",
+                              [helper.make_tensor_value_info("images", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, shape)])
+    model = tmp_path / "huge.onnx"
+    onnx.save(helper.make_model(graph), model)
+    assert_rejected(cli(*RUN, "--model", model, timeout=60), str(model), "4096")
+
+
+def test_a_failing_sink_releases_the_running_source(tmp_path):
+    """The sinks are built after the source's capture thread started: their failure must stop it (a thread left
+    running aborted the interpreter: 'terminate called without an active exception', exit 134)."""
+    (tmp_path / "a-file").write_text("")
+    result = cli(*RUN, "--model", DEMO, "--jsonl", tmp_path / "a-file" / "out.jsonl", timeout=60)
+    assert_rejected(result, "outputs.jsonl")
+    assert "terminate called" not in result.stderr

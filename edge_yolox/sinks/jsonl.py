@@ -14,12 +14,11 @@ from edge_yolox.schema import options
 from edge_yolox.sinks.base import Sink, SinkContext
 
 NAME = "jsonl"
+DEFAULTS = {"path": "", "stats": False}
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--jsonl", metavar="PATH", help="append one JSON line per frame to this file")
-
-DEFAULTS = {"path": "", "stats": False}
 
 
 def section_from_args(args) -> Optional[dict]:

@@ -14,13 +14,12 @@ from edge_yolox.schema import options
 from edge_yolox.sinks.base import Sink, SinkContext
 
 NAME = "stdout"
+DEFAULTS: dict = {}
 log = logging.getLogger(__name__)
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--no-stdout", action="store_true", help="no JSON lines on stdout")
-
-DEFAULTS: dict = {}
 
 
 def section_from_args(args) -> Optional[dict]:

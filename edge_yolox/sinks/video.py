@@ -15,14 +15,13 @@ from edge_yolox.schema import options
 from edge_yolox.sinks.base import Sink, SinkContext
 
 NAME = "video"
+DEFAULTS = {"path": "", "fps": 0.0}
 log = logging.getLogger(__name__)
 CODECS = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "mp4v"}
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--save", metavar="OUT", help="annotated frames to a video (out.mp4) or a folder of JPEGs")
-
-DEFAULTS = {"path": "", "fps": 0.0}
 
 
 def section_from_args(args) -> Optional[dict]:
