@@ -15,7 +15,8 @@ from runtime_helpers import as_dicts, ncnn_model, onnx_model, unmatched
 
 from edge_yolox import postprocess
 from edge_yolox.backends import load_backend, normalize
-from edge_yolox.backends.ncnn import parse_param, render_param, rewrite_focus
+from edge_yolox.backends.ncnn import rewrite_focus
+from edge_yolox.backends.ncnn_param import parse_param, render_param
 from edge_yolox.bundle import ModelMeta, Preprocess, write_bundle
 from edge_yolox.detector import Detector
 from edge_yolox.errors import ModelError

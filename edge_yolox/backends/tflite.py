@@ -72,6 +72,8 @@ def pixel_levels(image: np.ndarray, detail: dict) -> Optional[np.ndarray]:
 
 
 def quantize(x: np.ndarray, detail: dict) -> np.ndarray:
+    """Float values -> the tensor's integers by its own scale and zero point (float tensors pass through).
+    Also the TFLite exporter's, so its self-check feeds a model exactly as the runtime does."""
     dtype = detail["dtype"]
     if dtype == np.float32:
         return x
@@ -81,6 +83,7 @@ def quantize(x: np.ndarray, detail: dict) -> np.ndarray:
 
 
 def dequantize(q: np.ndarray, detail: dict) -> np.ndarray:
+    """The tensor's integers -> float values (float tensors pass through)."""
     if q.dtype == np.float32:
         return q
     scale, zero = detail["quantization"]

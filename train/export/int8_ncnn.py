@@ -22,10 +22,10 @@ from typing import Optional, Union
 
 import numpy as np
 
+from edge_yolox.backends import ncnn_param
 from edge_yolox.errors import ModelError
 from edge_yolox.preprocess import to_nchw
 
-MAGIC = 7767517
 TAG_FP32, TAG_FP16, TAG_INT8 = 0, 0x01306B47, 0x000D4B38
 QUANTIZABLE = ("Convolution", "ConvolutionDepthWise", "InnerProduct")
 # Layer types known to carry nothing in the .bin; anything else with weights would shift every offset.
@@ -41,20 +41,14 @@ FP32_MAX_STRIDE = 8  # keep_fp32="auto": the leading layers reading maps of this
 
 
 @dataclass
-class Layer:
-    type: str
-    name: str
-    bottoms: list[str]
-    tops: list[str]
-    params: dict[str, str]  # raw "key=value" pairs, in file order
+class Layer(ncnn_param.Layer):
+    """A .param layer (edge_yolox.backends.ncnn_param) with the weights it reads from the .bin."""
+
     weight: Optional[np.ndarray] = None  # float32, flattened
     bias: Optional[np.ndarray] = None
     weight_scales: Optional[np.ndarray] = None  # set once the layer is quantized
     bottom_scale: Optional[float] = None
     fp16: bool = False  # store the (unquantized) weights as fp16
-
-    def get(self, key: int, default: int) -> int:
-        return int(self.params.get(str(key), default))
 
     @property
     def weight_counts(self) -> tuple[int, int]:
@@ -67,18 +61,13 @@ class Layer:
 @dataclass
 class NcnnModel:
     layers: list[Layer]
-    blob_count: int
 
     @property
     def input_blob(self) -> str:
-        inputs = [layer.tops[0] for layer in self.layers if layer.type == "Input"]
-        if len(inputs) != 1:
-            raise ModelError(f"expected one Input layer, found {len(inputs)}")
-        return inputs[0]
+        return ncnn_param.input_layer(self.layers, "the model").tops[0]
 
     def output_blobs(self) -> list[str]:
-        consumed = {b for layer in self.layers for b in layer.bottoms}
-        return [t for layer in self.layers for t in layer.tops if t not in consumed]
+        return ncnn_param.output_blobs(self.layers)
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -86,31 +75,14 @@ class NcnnModel:
 def read_ncnn(param_path: Union[str, Path], bin_path: Union[str, Path]) -> NcnnModel:
     """Parse a text .param and its .bin (fp32 or fp16 weights) into layers holding float32 weights."""
     param_path, bin_path = Path(param_path), Path(bin_path)
-    lines = param_path.read_text().split("\n")
-    try:
-        if int(lines[0]) != MAGIC:
-            raise ValueError("bad magic")
-        layer_count, blob_count = (int(v) for v in lines[1].split())
-        layers = [_parse_layer(line) for line in lines[2:] if line.strip()]
-    except (ValueError, IndexError) as exc:
-        raise ModelError(f"{param_path}: not a text ncnn param file ({exc})") from None
-    if len(layers) != layer_count:
-        raise ModelError(f"{param_path}: header says {layer_count} layers, file has {len(layers)}")
+    layers = [Layer(**vars(layer)) for layer in ncnn_param.read_param(param_path)]
     data = bin_path.read_bytes()
     offset = 0
     for layer in layers:
         offset = _read_weights(layer, data, offset, bin_path)
     if offset != len(data):
         raise ModelError(f"{bin_path}: {len(data) - offset} bytes left after the last layer (param/bin mismatch)")
-    return NcnnModel(layers, blob_count)
-
-
-def _parse_layer(line: str) -> Layer:
-    tokens = line.split()
-    n_bottom, n_top = int(tokens[2]), int(tokens[3])
-    names = tokens[4:4 + n_bottom + n_top]
-    params = dict(token.split("=", 1) for token in tokens[4 + n_bottom + n_top:])
-    return Layer(tokens[0], tokens[1], names[:n_bottom], names[n_bottom:], params)
+    return NcnnModel(layers)
 
 
 def _read_weights(layer: Layer, data: bytes, offset: int, source: Path) -> int:
@@ -151,22 +123,18 @@ def _align4(n: int) -> int:
 def write_ncnn(model: NcnnModel, param_path: Union[str, Path], bin_path: Union[str, Path]) -> None:
     """Write the layers; those with scales set are written as INT8 (weights stored int8), those marked fp16
     with fp16 weights, the rest as they are (fp32)."""
-    lines = [str(MAGIC), f"{len(model.layers)} {model.blob_count}"]
-    chunks: list[bytes] = []
-    for layer in model.layers:
-        lines.append(_format_layer(layer))
-        chunks.append(_layer_bytes(layer))
-    Path(param_path).write_text("\n".join(lines) + "\n")
-    Path(bin_path).write_bytes(b"".join(chunks))
+    layers = [_quantized_params(layer) for layer in model.layers]
+    Path(param_path).write_text(ncnn_param.render_param(layers, ncnn_param.blob_count(layers)))
+    Path(bin_path).write_bytes(b"".join(_layer_bytes(layer) for layer in model.layers))
 
 
-def _format_layer(layer: Layer) -> str:
+def _quantized_params(layer: Layer) -> ncnn_param.Layer:
+    """The layer's .param line: an INT8 one says how its scales are laid out."""
     params = dict(layer.params)
     if layer.weight_scales is not None:
         # depthwise: one scale per group; convolution/innerproduct: one per output channel
         params["8"] = "1" if layer.type == "ConvolutionDepthWise" else "2"
-    head = f"{layer.type:<24} {layer.name:<24} {len(layer.bottoms)} {len(layer.tops)}"
-    return " ".join([head, *layer.bottoms, *layer.tops, *(f"{k}={v}" for k, v in params.items())])
+    return ncnn_param.Layer(layer.type, layer.name, layer.bottoms, layer.tops, params)
 
 
 def _layer_bytes(layer: Layer) -> bytes:
@@ -258,16 +226,8 @@ class BlobStats:
 
 
 def _open_net(param: Path, bin_: Path, threads: int, int8: bool):
-    import ncnn
-
-    net = ncnn.Net()
-    # options must be set before load_param; fp16 storage/arithmetic would distort calibration on ARM
-    net.opt.num_threads = threads
-    net.opt.use_fp16_storage = net.opt.use_fp16_arithmetic = net.opt.use_fp16_packed = False
-    net.opt.use_int8_inference = int8
-    if net.load_param(str(param)) != 0 or net.load_model(str(bin_)) != 0:
-        raise ModelError(f"ncnn could not load {param} / {bin_}")
-    return net
+    # fp16 storage/arithmetic would distort calibration on ARM
+    return ncnn_param.open_net(ncnn_param.read_param(param), bin_, param, threads, fp16=False, int8=int8)
 
 
 def run_blobs(net, input_blob: str, image: np.ndarray, blobs: Iterable[str]) -> Iterator[tuple[str, np.ndarray]]:
@@ -372,14 +332,6 @@ def quantize_ncnn(
 def run_outputs(param: Union[str, Path], bin_: Union[str, Path], image: np.ndarray, outputs: list[str],
                 threads: int = 1, int8: bool = True) -> list[np.ndarray]:
     """Outputs of a (possibly INT8) model on one letterboxed image; a load/run check for exports and tests."""
-    model_input = read_param_input(param)
-    net = _open_net(Path(param), Path(bin_), threads, int8)
-    return [x for _, x in run_blobs(net, model_input, image, outputs)]
-
-
-def read_param_input(param: Union[str, Path]) -> str:
-    for line in Path(param).read_text().split("\n")[2:]:
-        tokens = line.split()
-        if tokens and tokens[0] == "Input":
-            return tokens[4]
-    raise ModelError(f"{param}: no Input layer")
+    layers = ncnn_param.read_param(Path(param))
+    net = ncnn_param.open_net(layers, Path(bin_), Path(param), threads, fp16=False, int8=int8)
+    return [x for _, x in run_blobs(net, ncnn_param.input_layer(layers, param).tops[0], image, outputs)]

@@ -19,11 +19,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from edge_yolox.backends.tflite import dequantize, quantize
 from edge_yolox.bundle import ModelMeta, write_bundle
 from edge_yolox.errors import ModelError
 
 from .calibration import DEFAULT_CALIB_N, check_request, load_calibration
-from .onnx import ExportGraph, check_image, torch_outputs
+from .graph import ExportGraph, check_image, torch_outputs
 
 MODEL_NAME = "model.tflite"
 FP32_TOLERANCE = 1e-2  # max |tflite - torch| on raw outputs; the float conversion lands near 1e-4
@@ -71,23 +72,12 @@ def ordered_outputs(interpreter) -> list[dict]:
 
 
 def run_tflite(interpreter, image: np.ndarray) -> list[np.ndarray]:
-    """Float NHWC outputs in module order for one letterboxed H×W×3 uint8 image; (de)quantizes int8 I/O."""
+    """Float NHWC outputs in module order for one letterboxed H×W×3 uint8 image; (de)quantizes int8 I/O as the
+    runtime does."""
     detail = interpreter.get_input_details()[0]
-    x = image[None].astype(np.float32)
-    if detail["dtype"] != np.float32:
-        scale, zero = detail["quantization"]
-        info = np.iinfo(detail["dtype"])
-        x = np.clip(np.round(x / scale + zero), info.min, info.max).astype(detail["dtype"])
-    interpreter.set_tensor(detail["index"], x)
+    interpreter.set_tensor(detail["index"], quantize(image[None].astype(np.float32), detail))
     interpreter.invoke()
-    outputs = []
-    for out in ordered_outputs(interpreter):
-        y = interpreter.get_tensor(out["index"])
-        if out["dtype"] != np.float32:
-            scale, zero = out["quantization"]
-            y = (y.astype(np.float32) - zero) * scale
-        outputs.append(y)
-    return outputs
+    return [dequantize(interpreter.get_tensor(out["index"]), out) for out in ordered_outputs(interpreter)]
 
 
 def quantize_int8(float_path: Path, out_path: Path, images: list[np.ndarray], method: str = "minmax",
