@@ -1,4 +1,4 @@
-"""Model bundles: a directory with meta.json and the backend's files (see DESIGN.md)."""
+"""Model bundles: a directory with meta.json (ModelMeta) and the backend's files, each listed with its sha256."""
 
 from __future__ import annotations
 

@@ -84,7 +84,7 @@ class Detector:
         return dets, {"pre": prepared.ms, "infer": (t1 - t0) * 1e3, "post": (t2 - t1) * 1e3}
 
     def to_json(self, dets: np.ndarray) -> list[dict[str, Any]]:
-        """Detections in the DESIGN.md record schema."""
+        """Detections as records carry them (ARCHITECTURE.md, "Records")."""
         names = self.class_names
         return [{"label": names[int(c)] if int(c) < len(names) else str(int(c)), "class_id": int(c),
                  "score": round(float(s), 4), "box": [round(float(v), 1) for v in (x1, y1, x2, y2)]}

@@ -25,7 +25,7 @@ class Sink:
     name = ""  # its `outputs:` key, under which the pipeline puts its health in the stats
 
     def write(self, record: dict[str, Any], frame: Optional[np.ndarray] = None) -> None:
-        """One frame's result in the DESIGN.md schema; `frame` is the source frame (BGR) when wanted."""
+        """One frame's record (ARCHITECTURE.md, "Records"); `frame` is the source frame (BGR) when wanted."""
 
     def stats(self, stats: dict[str, Any]) -> None:
         """Periodic runtime statistics (fps, latencies, drops, temperature)."""

@@ -1,8 +1,8 @@
 """Detections, status and stats to an MQTT broker (paho-mqtt 2.x), built to survive broker outages.
 
-Topics: `<prefix>/<device>/detections` (the frame record of DESIGN.md as JSON), `<prefix>/<device>/status`
-(`online` retained on every connect, `offline` retained as the last will and on a clean stop) and
-`<prefix>/<device>/stats` (the runtime's periodic stats plus this sink's counters).
+Topics: `<prefix>/<device>/detections` (the frame record, ARCHITECTURE.md "Records", as JSON),
+`<prefix>/<device>/status` (`online` retained on every connect, `offline` retained as the last will and on a clean
+stop) and `<prefix>/<device>/stats` (the runtime's periodic stats, every sink's health under `outputs`).
 
 Delivery: `write` only appends to a bounded queue (the oldest message is dropped, counted and logged when it
 is full). A publisher thread hands messages to paho while connected, at most WINDOW at a time, and a message
