@@ -1,6 +1,8 @@
 """`edge-yolox`: run, bench, boards, doctor, service; train/eval/export/quantize-report go to edge_yolox.train.
 
 JSON lines go to stdout, logs to stderr. A user error (EdgeYoloxError) is one line on stderr and exit 2.
+This module imports only what needs no OpenCV at its top, so that a missing cv2 (ARM Linux takes the system's)
+is reported by `main` as that one line too.
 """
 
 from __future__ import annotations
@@ -10,18 +12,25 @@ import importlib
 import logging
 import os
 import sys
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-from edge_yolox import __version__, service
+from edge_yolox import __version__
 from edge_yolox.arguments import Parser, number
-from edge_yolox.config import BACKEND_NAMES, Config, board_names, load_config
 from edge_yolox.errors import EdgeYoloxError, one_line
-from edge_yolox.runflags import add_run_arguments, overrides_from_args, set_key
+
+if TYPE_CHECKING:
+    from edge_yolox.config import Config
 
 FORWARDED = ("train", "eval", "export", "quantize-report")  # need torch: handled by edge_yolox.train.cli
+NO_OPENCV = ("OpenCV for Python (cv2) cannot be imported ({}): install the system's, sudo apt install python3-opencv "
+             "(Raspberry Pi OS, Debian, Jetson; a venv needs --system-site-packages), or pip install "
+             "'edge-yolox[opencv]'")
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
+    from edge_yolox.config import load_config
+    from edge_yolox.runflags import overrides_from_args
+
     return load_config(args.board, args.config, overrides_from_args(args))
 
 
@@ -39,6 +48,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from edge_yolox.benchmark import bench, format_table
+    from edge_yolox.config import load_config
+    from edge_yolox.runflags import set_key
 
     overrides: dict = {"source": {"uri": args.source or "synthetic", "realtime": False}}
     set_key(overrides, "model.path", args.model)
@@ -53,6 +64,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_boards(args: argparse.Namespace) -> int:
+    from edge_yolox.config import board_names, load_config
+
     for name in board_names():
         c = load_config(name)
         print(f"{name:18} {c.description}\n{'':18} backends {', '.join(c.model.backends)}; {c.model.threads} threads; "
@@ -84,6 +97,10 @@ def forward(argv: list[str]) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from edge_yolox import service
+    from edge_yolox.config import BACKEND_NAMES
+    from edge_yolox.runflags import add_run_arguments
+
     parser = Parser(prog="edge-yolox", description="YOLOX on Raspberry Pi, Jetson and x86")
     parser.add_argument("--version", action="version", version=f"edge-yolox {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -118,10 +135,19 @@ def _level(args: argparse.Namespace, config: Optional[Config] = None) -> int:
     return getattr(logging, config.runtime.log_level.upper()) if config else logging.INFO
 
 
+def opencv() -> None:
+    """Every command reads images or models through OpenCV: without it, say how to install it, in one line."""
+    try:
+        import cv2  # noqa: F401
+    except ImportError as exc:  # missing, or built against another numpy
+        raise EdgeYoloxError(NO_OPENCV.format(exc)) from None
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     logging.basicConfig(stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        opencv()
         command = next((a for a in argv if not a.startswith("-")), None)
         if command in FORWARDED:
             return forward(argv[argv.index(command):])

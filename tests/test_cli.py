@@ -106,3 +106,12 @@ def test_training_commands_are_forwarded():
         assert_one_line_error(result, "export", "[train]")
     else:
         assert result.returncode == 0 and "usage" in result.stdout.lower()
+
+
+@pytest.mark.parametrize("command", [["boards"], ["run", "--demo"], ["doctor"], ["export", "--help"]])
+def test_without_opencv_every_command_says_how_to_install_it(tmp_path, command):
+    """ARM Linux takes the system's OpenCV (no pip requirement there): its absence is one line, not a traceback."""
+    (tmp_path / "cv2.py").write_text("raise ModuleNotFoundError(\"No module named 'cv2'\", name='cv2')\n")
+    result = cli(*command, env={"PYTHONPATH": str(tmp_path)})
+    assert_one_line_error(result, "No module named 'cv2'", "sudo apt install python3-opencv",
+                          "pip install 'edge-yolox[opencv]'")
