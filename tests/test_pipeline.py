@@ -178,7 +178,7 @@ def test_save_video_and_image_folder_outputs(tmp_path):
     cap = cv2.VideoCapture(str(clip))
     assert cap.get(cv2.CAP_PROP_FRAME_COUNT) == 8 and int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)) == 768
     cap.release()
-    assert all(d["label"] in ("person", "tvmonitor") for r in records(result.stdout) for d in r["detections"])
+    assert all(d["label"] in ("person", "tv") for r in records(result.stdout) for d in r["detections"])
 
     folder = tmp_path / "annotated"
     result = cli("-q", "run", "--board", "x86", "--model", onnx_model(), "--source", "synthetic", "--limit", "3",
