@@ -205,3 +205,14 @@ def test_a_failing_sink_releases_the_running_source(tmp_path):
     result = cli(*RUN, "--model", DEMO, "--jsonl", tmp_path / "a-file" / "out.jsonl", timeout=60)
     assert_rejected(result, "outputs.jsonl")
     assert "terminate called" not in result.stderr
+
+
+@pytest.mark.parametrize("url", ["rtsp://u:pa/ss@cam.lan/live", "rtsp://u:p@ss@cam.lan/live", "rtsp://u:pass@/x",
+                                 "http://u:pass@cam.lan:notaport/x", "u:pass@cam.lan"])
+def test_stream_urls_never_show_their_password(url):
+    """Stream and MQTT URLs share one redaction; the source's own version showed `pa/ss` and `p@ss` passwords."""
+    from edge_yolox.errors import redact
+
+    shown = redact(url)
+    assert not any(secret in shown for secret in ("pass", "pa/ss", "p@ss")), shown
+    assert shown.endswith("cam.lan/live") or shown.endswith("/x") or shown.endswith("cam.lan")

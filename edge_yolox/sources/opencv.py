@@ -12,7 +12,7 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from edge_yolox.errors import SourceError
+from edge_yolox.errors import SourceError, redact
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -79,8 +79,8 @@ def open_url(url: str, timeout_s: float) -> CaptureReader:
     else:
         log.warning("OpenCV %s has no stream timeouts (4.5.2+ does): a dead server can hang a read", cv2.__version__)
         params = ()
-    return CaptureReader(_open(url, cv2.CAP_FFMPEG, _redact(url), params, " (server down or wrong URL?)"),
-                         _redact(url))
+    return CaptureReader(_open(url, cv2.CAP_FFMPEG, redact(url), params, " (server down or wrong URL?)"),
+                         redact(url))
 
 
 def has_gstreamer() -> bool:
@@ -133,12 +133,3 @@ def open_images(path: Path) -> ImageReader:
     if not path.is_dir() and cv2.imread(str(path)) is None:
         raise SourceError(f"{path}: not a readable image")
     return ImageReader(paths, str(path))
-
-
-def _redact(url: str) -> str:
-    """A URL without its password, for logs and records."""
-    scheme, sep, rest = url.partition("://")
-    if sep and "@" in rest.split("/")[0]:
-        creds, _, host = rest.partition("@")
-        return f"{scheme}://{creds.split(':')[0]}:***@{host}"
-    return url
