@@ -32,7 +32,7 @@ struct Level {
 };
 
 struct DecodeOptions {
-    float conf = 0.25f;
+    float conf = 0.0f;  // set by the caller, like PostprocessOptions
     int num_classes = 0;
     bool apply_sigmoid = false;  // scores are logits
     bool decode_boxes = true;    // boxes are raw grid offsets / log sizes, not cx, cy, w, h
