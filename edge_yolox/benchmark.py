@@ -60,7 +60,8 @@ def bench(config: Config, frames: int = 100, warmup: int = 5, block: int = 20) -
     stages = {k: statistics.median(r[k] for r in latency) for k in ("pre", "infer", "post")}
     pure_ms, wall_ms = statistics.fmean(pure), statistics.fmean(wall)
     return {
-        "model": str(config.model.path), "backend": detector.backend.name, "threads": config.model.threads,
+        "model": str(config.model.path), "backend": detector.backend.name,
+        "device": detector.backend.device, "threads": config.model.threads,
         "input": list(detector.meta.input_size), "source": first.source.name, "frames": len(wall),
         "pure_infer_ms": {"median": statistics.median(pure), "mean": pure_ms},
         "pipeline_ms": stages,
@@ -98,7 +99,8 @@ def looped(source_config: SourceConfig, camera: CameraConfig, prepare) -> Iterat
 
 def format_table(r: dict[str, Any]) -> str:
     rows = [
-        ("model", f"{r['model']} ({r['backend']}, {r['threads']} threads, input {r['input'][0]}x{r['input'][1]})"),
+        ("model", f"{r['model']} ({r['backend']} on {r['device']}, {r['threads']} threads, "
+                  f"input {r['input'][0]}x{r['input'][1]})"),
         ("source", f"{r['source']} ({r['frames']} frames)"),
         ("pure inference", f"median {r['pure_infer_ms']['median']:.2f} ms, mean {r['pure_infer_ms']['mean']:.2f} ms"),
         ("pipeline pre", f"{r['pipeline_ms']['pre']:.2f} ms (median)"),

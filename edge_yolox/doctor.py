@@ -70,6 +70,19 @@ def backends() -> list[Row]:
     return rows
 
 
+def accelerators() -> list[Row]:
+    """The Vulkan devices ncnn can use (`--gpu N`); none is a plain "--": the CPU path always works."""
+    if importlib.util.find_spec("ncnn") is None:
+        return [("Vulkan (ncnn)", "--", "ncnn not installed")]
+    from edge_yolox.backends.vulkan import devices
+
+    found = devices(importlib.import_module("ncnn"))
+    if not found:
+        return [("Vulkan (ncnn)", "--", "no device (no GPU, or no Vulkan driver: e.g. sudo apt install "
+                                        "mesa-vulkan-drivers); ncnn runs on the CPU")]
+    return [("Vulkan (ncnn)", "OK", d.summary()) for d in found]
+
+
 def cameras() -> list[Row]:
     from edge_yolox.sources.opencv import has_gstreamer
 
@@ -121,6 +134,7 @@ def extras() -> list[Row]:
 
 
 def report() -> dict[str, list[Row]]:
-    return {"system": core(), "backends": backends(), "cameras": cameras(), "extras": extras()}
+    return {"system": core(), "backends": backends(), "accelerators": accelerators(), "cameras": cameras(),
+            "extras": extras()}
 
 

@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Real components the tests start themselves: an MQTT broker, a video server, systemd's analyzer,
-# a headless browser for the preview screenshot.
-APT_PACKAGES=(mosquitto ffmpeg systemd chromium)
+# a headless browser for the preview screenshot, lavapipe (mesa-vulkan-drivers: a CPU Vulkan device for
+# tests/test_vulkan.py).
+APT_PACKAGES=(mosquitto ffmpeg systemd chromium mesa-vulkan-drivers)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

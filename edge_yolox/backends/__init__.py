@@ -25,7 +25,7 @@ from typing import Callable, NamedTuple, Optional
 import numpy as np
 
 from edge_yolox import schema
-from edge_yolox.backends.base import Backend, normalize
+from edge_yolox.backends.base import Backend, check_outputs, normalize
 from edge_yolox.bundle import META_NAME, ModelMeta, Preprocess, read_bundle
 from edge_yolox.errors import ModelError
 
@@ -103,8 +103,8 @@ def open_model(found: ModelFile, threads: Optional[int] = None, *, input_size: O
                              f"model")
         loaded.meta.class_names = names
     check_outputs(loaded.infer(np.full((*loaded.meta.input_size, 3), 114, np.uint8)), found.file)  # and warms up
-    log.info("loaded %s with %s (%s, %d classes, input %s)", found.file, found.backend, loaded.meta.precision,
-             loaded.meta.num_classes, list(loaded.meta.input_size))
+    log.info("loaded %s with %s on %s (%s, %d classes, input %s)", found.file, found.backend, loaded.device,
+             loaded.meta.precision, loaded.meta.num_classes, list(loaded.meta.input_size))
     return loaded
 
 
@@ -136,12 +136,6 @@ def available() -> dict[str, Optional[str]]:
         found = any(importlib.util.find_spec(p) is not None for p in spec.packages)
         result[name] = None if found else f"python package {' or '.join(spec.packages)} not installed"
     return result
-
-
-def check_outputs(outputs: list[np.ndarray], path: Path) -> None:
-    """NaN/inf on a blank frame means broken weights: say so at load time instead of detecting garbage."""
-    if not all(np.isfinite(out).all() for out in outputs):
-        raise ModelError(f"{path}: the model produces NaN/inf outputs (corrupt weights or wrong precision?)")
 
 
 __all__ = ["BACKENDS", "Backend", "ModelFile", "available", "check_options", "find_model", "load_backend",

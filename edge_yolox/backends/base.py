@@ -24,6 +24,7 @@ class Backend:
 
     name = ""
     nchw = True
+    device = "CPU"  # where it runs, for the log and the bench table
 
     def __init__(self, meta: ModelMeta, path: Path):
         self.meta = meta
@@ -99,3 +100,9 @@ def import_runtime(package: str, path: Path, extra: str):
     except ImportError as exc:
         raise ModelError(f"{path}: needs the python package {package!r} ({exc}); "
                          f"install it with: pip install 'edge-yolox[{extra}]'") from None
+
+
+def check_outputs(outputs: list[np.ndarray], path: Path) -> None:
+    """NaN/inf on a blank frame means broken weights: say so at load time instead of detecting garbage."""
+    if not all(np.isfinite(out).all() for out in outputs):
+        raise ModelError(f"{path}: the model produces NaN/inf outputs (corrupt weights or wrong precision?)")

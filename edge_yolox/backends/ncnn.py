@@ -1,4 +1,8 @@
-"""ncnn backend (Python binding): threads from the board config, fp16/int8 from `model.options.ncnn`.
+"""ncnn backend (Python binding): threads from the board config, fp16/int8/gpu from `model.options.ncnn`.
+
+With `gpu` ≥ 0 the model runs on that Vulkan device (fp16 where the device supports it), after a warm-up
+inference that compiles its pipelines; with no such device, or when the model fails on it, it runs on the CPU
+and one log line says why (a board file can ask for the GPU safely).
 
 Third-party YOLOX exports (the official ncnn demo's layout, used by most Pi projects) contain the custom
 layer `YoloV5Focus`, which stock ncnn lacks. We rewrite it in memory to standard layers: `Reorg` (mode 1
@@ -9,20 +13,23 @@ at full speed, unlike a Python custom layer.
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
-from edge_yolox.backends.base import Backend, check_input_size, import_runtime, static_size
+from edge_yolox.backends.base import Backend, check_input_size, check_outputs, import_runtime, static_size
 from edge_yolox.backends.ncnn_param import Layer, input_layer, open_net, output_blobs, read_param
 from edge_yolox.backends.probe import bare_meta
+from edge_yolox.backends.vulkan import Device, devices
 from edge_yolox.bundle import ModelMeta
 from edge_yolox.errors import ModelError
 
 log = logging.getLogger(__name__)
-OPTIONS = {"fp16": False, "int8": True}  # fp16 storage/arithmetic; int8 inference for int8 models
+# fp16 storage/arithmetic; int8 inference for int8 models; the Vulkan device to run on (-1: the CPU)
+OPTIONS = {"fp16": False, "int8": True, "gpu": -1}
 
 
 class NcnnBackend(Backend):
@@ -73,7 +80,7 @@ def rewrite_focus(layers: list[Layer]) -> tuple[list[Layer], int]:
 
 
 def load(path: Path, meta: Optional[ModelMeta], threads: Optional[int], input_size: Optional[tuple[int, int]], *,
-         fp16: bool, int8: bool) -> NcnnBackend:
+         fp16: bool, int8: bool, gpu: int) -> NcnnBackend:
     ncnn = import_runtime("ncnn", path, "ncnn")
     weights = path.with_suffix(".bin")
     if not weights.is_file():
@@ -81,15 +88,54 @@ def load(path: Path, meta: Optional[ModelMeta], threads: Optional[int], input_si
     layers, added = rewrite_focus(read_param(path))
     if added:
         log.info("%s: rewrote the custom YoloV5Focus layer to Reorg + Slice + Concat", path)
+    build = functools.partial(_build, ncnn, path, meta, input_size, layers, threads, fp16, int8)
+    device = _device(ncnn, gpu, path)
+    if device is not None:
+        try:
+            return _warmed(build(device))
+        except ModelError as exc:
+            log.warning("%s: fails on Vulkan device %d, running on the CPU: %s", path, device.index, exc)
+    return build(None)
+
+
+def _device(ncnn, gpu: int, path: Path) -> Optional[Device]:
+    """Vulkan device `gpu`, or None for the CPU (logging why when a device was asked for)."""
+    if gpu < 0:
+        return None
+    found = devices(ncnn)
+    if gpu < len(found):
+        return found[gpu]
+    have = ", ".join(d.summary() for d in found) or "ncnn finds none: no Vulkan driver or GPU"
+    log.warning("%s: no Vulkan device %d (%s), running on the CPU", path, gpu, have)
+    return None
+
+
+def _warmed(backend: NcnnBackend) -> NcnnBackend:
+    """Run once on a gray frame: compiles the GPU pipelines now, and a model the device breaks fails here."""
+    try:
+        check_outputs(backend.infer(np.full((*backend.meta.input_size, 3), 114, np.uint8)), backend.path)
+    except ModelError:
+        backend.close()
+        raise
+    return backend
+
+
+def _build(ncnn, path: Path, meta: Optional[ModelMeta], input_size: Optional[tuple[int, int]], layers: list[Layer],
+           threads: Optional[int], fp16: bool, int8: bool, device: Optional[Device]) -> NcnnBackend:
+    """The backend on `device` (None: the CPU); a bare model's metadata comes from probe inferences."""
     image = input_layer(layers, path)
     input_blob, outputs = image.tops[0], output_blobs(layers)
-    net = open_net(layers, weights, path, threads, fp16, int8)
+    net = open_net(layers, path.with_suffix(".bin"), path, threads, fp16, int8, device)
     hw = (image.get(1, 0), image.get(0, 0))  # ncnn Input: 0=w 1=h 2=c
     if meta is not None:
         check_input_size(meta, hw if all(hw) else meta.input_size, path)
-        return NcnnBackend(meta, path, net, ncnn, input_blob, meta.outputs or outputs)
-    size = static_size(hw if all(hw) else (None, None), input_size, path)
-    probe = NcnnBackend(ModelMeta(num_classes=0, input_size=size), path, net, ncnn, input_blob, outputs)
-    meta, order = bare_meta(path, "ncnn", size, probe.infer)
-    meta.precision = "fp16" if fp16 else "fp32"
-    return NcnnBackend(meta, path, net, ncnn, input_blob, [outputs[i] for i in order])
+        backend = NcnnBackend(meta, path, net, ncnn, input_blob, meta.outputs or outputs)
+    else:
+        size = static_size(hw if all(hw) else (None, None), input_size, path)
+        probe = NcnnBackend(ModelMeta(num_classes=0, input_size=size), path, net, ncnn, input_blob, outputs)
+        meta, order = bare_meta(path, "ncnn", size, probe.infer)
+        meta.precision = "fp16" if fp16 else "fp32"
+        backend = NcnnBackend(meta, path, net, ncnn, input_blob, [outputs[i] for i in order])
+    if device is not None:
+        backend.device = f"Vulkan device {device.index} ({device.name})"
+    return backend

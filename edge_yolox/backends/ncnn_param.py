@@ -88,15 +88,22 @@ def output_blobs(layers: list[Layer]) -> list[str]:
     return [t for layer in layers for t in layer.tops if t not in consumed]
 
 
-def open_net(layers: list[Layer], weights: Path, source: Path, threads: Optional[int], fp16: bool, int8: bool):
-    """An ncnn.Net with our options, loaded from `layers` and the .bin `weights`; ModelError saying why not."""
+def open_net(layers: list[Layer], weights: Path, source: Path, threads: Optional[int], fp16: bool, int8: bool,
+             device=None):
+    """An ncnn.Net with our options, loaded from `layers` and the .bin `weights`; ModelError saying why not.
+    device: a backends.vulkan.Device to run on, None for the CPU."""
     ncnn = import_runtime("ncnn", source, "ncnn")
     net = ncnn.Net()
     # Options must be set before load_param: ncnn picks layer implementations when it loads them.
-    net.opt.use_vulkan_compute = False
+    net.opt.use_vulkan_compute = device is not None
+    if device is not None:
+        net.set_vulkan_device(device.index)
     net.opt.lightmode = True  # free intermediate blobs as soon as they are consumed
-    net.opt.num_threads = int(threads) if threads else 1
-    net.opt.use_fp16_storage = net.opt.use_fp16_arithmetic = net.opt.use_fp16_packed = bool(fp16)
+    net.opt.num_threads = int(threads) if threads else 1  # on Vulkan too: layers without a GPU kernel run here
+    # On a GPU, fp16 only where the device reports it (a CPU has ncnn's own fallbacks).
+    net.opt.use_fp16_packed = bool(fp16) and (device is None or device.fp16_packed)
+    net.opt.use_fp16_storage = bool(fp16) and (device is None or device.fp16_storage)
+    net.opt.use_fp16_arithmetic = bool(fp16) and (device is None or device.fp16_arithmetic)
     net.opt.use_int8_inference = bool(int8)
     with c_stderr() as said:
         ok = net.load_param_mem(render_param(layers, blob_count(layers))) == 0
