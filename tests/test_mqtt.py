@@ -142,7 +142,9 @@ def test_broker_outage_of_10s_loses_no_qos1_message(broker, subscriber):
         before = len(frames_of(subscriber))
         broker.kill()
         time.sleep(10)
+        subscriber.subscribed.clear()
         broker.start()
+        assert subscriber.subscribed.wait(10)  # resent messages reach only a subscriber that is back
         assert subscriber.wait_for(lambda m: len(frames_of(subscriber)) >= before + 50, timeout=60)
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -188,7 +190,9 @@ def test_sigterm_during_outage_keeps_the_queue_and_exits_0(broker, subscriber, t
     processed = [r["frame"] for r in records(out)]
     spilled = [json.loads(line) for line in spill.read_text().splitlines()]
     assert spilled and "kept in" in err
+    subscriber.subscribed.clear()  # the killed broker forgot the subscription: resent messages need it back first
     broker.start()
+    assert subscriber.subscribed.wait(10)
     s = sink(broker, spill=str(spill))  # the next start of the service sends what was saved
     try:
         assert subscriber.wait_for(lambda m: set(processed) <= set(frames_of(subscriber)), timeout=30), \
