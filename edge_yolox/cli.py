@@ -49,7 +49,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from edge_yolox.benchmark import bench, format_table
     from edge_yolox.config import load_config
-    from edge_yolox.runflags import GPU_KEY, set_key
+    from edge_yolox.runflags import ACCELERATOR_KEYS, set_key
 
     overrides: dict = {"source": {"uri": args.source or "synthetic", "realtime": False}}
     set_key(overrides, "model.path", args.model)
@@ -57,8 +57,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         set_key(overrides, "model.threads", args.threads)
     if args.backend:
         set_key(overrides, "model.backend", args.backend)
-    if args.gpu is not None:
-        set_key(overrides, GPU_KEY, args.gpu)
+    for flag, key in ACCELERATOR_KEYS.items():
+        if getattr(args, flag) is not None:
+            set_key(overrides, key, getattr(args, flag))
     config = load_config(args.board, args.config, overrides)
     result = bench(config, frames=args.frames, warmup=args.warmup)
     print(format_table(result))
@@ -101,7 +102,7 @@ def forward(argv: list[str]) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from edge_yolox import service
     from edge_yolox.config import BACKEND_NAMES
-    from edge_yolox.runflags import add_gpu_argument, add_run_arguments
+    from edge_yolox.runflags import add_accelerator_arguments, add_run_arguments
 
     parser = Parser(prog="edge-yolox", description="YOLOX on Raspberry Pi, Jetson and x86")
     parser.add_argument("--version", action="version", version=f"edge-yolox {__version__}")
@@ -118,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--source", help="a video/image file or folder (default: the synthetic scene)")
     bench.add_argument("--backend", choices=BACKEND_NAMES)
     bench.add_argument("--threads", type=number(int, 1, 64))
-    add_gpu_argument(bench)
+    add_accelerator_arguments(bench)
     bench.add_argument("--frames", type=number(int, 1), default=100, help="frames to time (default 100)")
     bench.add_argument("--warmup", type=number(int, 0), default=5)
     bench.set_defaults(func=cmd_bench)

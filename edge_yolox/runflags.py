@@ -10,11 +10,13 @@ from typing import Any
 
 from edge_yolox import sinks as sink_registry
 from edge_yolox.arguments import number
+from edge_yolox.backends.onnxruntime import PROVIDERS
 from edge_yolox.config import BACKEND_NAMES, board_names
 from edge_yolox.errors import ConfigError
 from edge_yolox.postprocess import CONF, IOU, MAX_DET
 
-GPU_KEY = "model.options.ncnn.gpu"  # the only backend with a GPU path so far
+# Where the accelerator flags of `run` and `bench` land: flag -> config key
+ACCELERATOR_KEYS = {"gpu": "model.options.ncnn.gpu", "provider": "model.options.onnxruntime.provider"}
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,7 +32,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="model bundle directory or bare .onnx/.tflite/.param")
     parser.add_argument("--backend", choices=BACKEND_NAMES, help="force a backend (default: by model file)")
     parser.add_argument("--threads", type=int, help="inference threads")
-    add_gpu_argument(parser)
+    add_accelerator_arguments(parser)
     parser.add_argument("--img-size", type=int, nargs="+", metavar="PX",
                         help="model input size (h [w]) for models with a dynamic input")
     parser.add_argument("--legacy", action="store_true", default=None,
@@ -49,10 +51,12 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         module.add_arguments(parser)
 
 
-def add_gpu_argument(parser: argparse.ArgumentParser) -> None:
-    """`--gpu [N]` (run and bench): ncnn on Vulkan device N, falling back to the CPU with one log line."""
+def add_accelerator_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--gpu [N]` and `--provider NAME` (run and bench): each falls back to the CPU with one log line."""
     parser.add_argument("--gpu", type=number(int, 0, 63), nargs="?", const=0, metavar="N",
                         help="run ncnn models on Vulkan device N (default 0; the CPU when there is none)")
+    parser.add_argument("--provider", choices=["auto", *PROVIDERS],
+                        help="onnxruntime execution provider (default auto: TensorRT, CUDA, CPU, as installed)")
 
 
 def set_key(tree: dict, dotted: str, value: Any) -> None:
@@ -69,8 +73,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict:
     flags = {"model": "model.path", "backend": "model.backend", "threads": "model.threads",
              "legacy": "model.legacy", "conf": "detect.conf", "nms": "detect.iou", "agnostic": "detect.agnostic",
              "max_det": "detect.max_det", "limit": "source.limit", "realtime": "source.realtime",
-             "device_id": "runtime.device", "stats_interval": "runtime.stats_interval_s",
-             "gpu": GPU_KEY}
+             "device_id": "runtime.device", "stats_interval": "runtime.stats_interval_s", **ACCELERATOR_KEYS}
     for flag, key in flags.items():
         value = getattr(args, flag, None)
         if value is not None:

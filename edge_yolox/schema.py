@@ -25,6 +25,17 @@ def choice(*allowed: str, **kw) -> Any:
     return field(metadata={"choices": allowed}, **kw)
 
 
+class Choice(str):
+    """A plugin option's default that also names every allowed value (`options` checks against them)."""
+
+    allowed: tuple[str, ...]
+
+    def __new__(cls, default: str, *allowed: str) -> Choice:
+        self = super().__new__(cls, default)
+        self.allowed = allowed
+        return self
+
+
 def bounded(lo: float, hi: Optional[float] = None, **kw) -> Any:
     return field(metadata={"range": (lo, hi)}, **kw)
 
@@ -151,13 +162,15 @@ def options(section: dict[str, Any], key: str, defaults: dict[str, Any]) -> dict
             raise ConfigError(f"{key}.{name}: unknown key; allowed: {', '.join(defaults) or 'none'}")
         default = defaults[name]
         numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
+        kind = str if isinstance(default, str) else type(default)  # a Choice takes plain strings
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) if numeric \
-            else default is None or isinstance(value, type(default))
+            else default is None or isinstance(value, kind)
         if not ok:
-            raise ConfigError(f"{key}.{name}: invalid value {value!r}; allowed: a {type(default).__name__}")
+            raise ConfigError(f"{key}.{name}: invalid value {value!r}; allowed: a {kind.__name__}")
         hint = float if numeric else list[str] if isinstance(value, list) else str if isinstance(value, str) else None
         if hint is not None:
-            check(value, hint, {}, f"{key}.{name}", lambda _: "")
+            meta = {"choices": default.allowed} if isinstance(default, Choice) else {}
+            check(value, hint, meta, f"{key}.{name}", lambda _: "")
     return {**defaults, **section}
 
 

@@ -94,8 +94,9 @@ def test_doctor_reports_backends_and_cameras():
 
 def test_bench_prints_a_table():
     result = cli("-q", "bench", "--model", onnx_model(), "--board", "x86", "--source", video(), "--frames", "5",
-                 "--warmup", "1")
+                 "--warmup", "1", "--provider", "cpu")
     assert result.returncode == 0, result.stderr
+    assert "onnxruntime on CPUExecutionProvider" in result.stdout  # where it ran, from the session itself
     for row in ("pure inference", "pipeline pre", "pipeline infer", "pipeline post", "end-to-end", "overhead"):
         assert row in result.stdout
 

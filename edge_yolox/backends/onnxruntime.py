@@ -1,20 +1,30 @@
-"""onnxruntime backend: CPU execution provider, intra-op threads from the board config."""
+"""onnxruntime backend: intra-op threads from the board config, the execution provider from
+`model.options.onnxruntime.provider`.
+
+`auto` takes the best one the installed onnxruntime offers: TensorRT (JetPack's onnxruntime-gpu), then CUDA, then
+the CPU. The CPU is always listed last, so a model or node the GPU providers refuse still runs; a provider that
+is asked for but not installed costs one log line, not a failure (a board file can ask for it safely).
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
+from edge_yolox import schema
 from edge_yolox.backends.base import Backend, bundle_order, check_input_size, import_runtime, static_size
 from edge_yolox.backends.probe import bare_meta
 from edge_yolox.bundle import ModelMeta
 from edge_yolox.errors import ModelError, reason
 
 log = logging.getLogger(__name__)
-OPTIONS: dict = {}
+# Best first: `auto` tries them all, a named one itself and those after it.
+PROVIDERS = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
+OPTIONS = {"provider": schema.Choice("auto", "auto", *PROVIDERS)}
 
 
 class OnnxBackend(Backend):
@@ -26,6 +36,7 @@ class OnnxBackend(Backend):
         self.nchw = nchw
         self.order = order
         self.input_name = session.get_inputs()[0].name
+        self.device = session.get_providers()[0]  # what onnxruntime actually uses, not what was asked for
 
     def run(self, x: np.ndarray) -> list[np.ndarray]:
         try:
@@ -38,9 +49,39 @@ class OnnxBackend(Backend):
         self.session = None
 
 
-def load(path: Path, meta: Optional[ModelMeta], threads: Optional[int],
-         input_size: Optional[tuple[int, int]]) -> OnnxBackend:
+def engine_cache() -> Path:
+    """Where TensorRT keeps its built engines: the service's state directory (the first start builds them, later
+    starts load them), else the user's cache."""
+    state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]  # systemd lists one per StateDirectory= entry
+    return Path(state) / "trt" if state else Path.home() / ".cache" / "edge-yolox" / "trt"
+
+
+def select_providers(requested: str, available: list[str], precision: Optional[str],
+                     cache: Path) -> list[tuple[str, dict]]:
+    """(provider, its options) to hand onnxruntime, best first: `requested` ("auto": the best) and those after it
+    that are installed, the CPU always last."""
+    names = list(PROVIDERS)
+    start = 0 if requested == "auto" else names.index(requested)
+    chosen = [PROVIDERS[n] for n in names[start:] if PROVIDERS[n] in available or n == "cpu"]
+    trt = {"trt_fp16_enable": True, "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache)}
+    if precision == "int8":  # the QDQ ONNX carries the scales; INT8 kernels only for models quantised for them
+        trt["trt_int8_enable"] = True
+    return [(p, trt if p == PROVIDERS["tensorrt"] else {}) for p in chosen]
+
+
+def load(path: Path, meta: Optional[ModelMeta], threads: Optional[int], input_size: Optional[tuple[int, int]], *,
+         provider: str) -> OnnxBackend:
     ort = import_runtime("onnxruntime", path, "onnx")
+    available, cache = ort.get_available_providers(), engine_cache()
+    providers = select_providers(provider, available, meta.precision if meta else None, cache)
+    if provider != "auto" and PROVIDERS[provider] not in available:
+        log.warning("%s: onnxruntime provider %s is not installed here (available: %s), using %s instead", path,
+                    PROVIDERS[provider], ", ".join(available), providers[0][0])
+    if providers[0][0] == PROVIDERS["tensorrt"]:
+        try:  # TensorRT creates only the last level of its cache path
+            cache.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ModelError(f"{path}: cannot create the TensorRT engine cache {cache} ({reason(exc)})") from None
     options = ort.SessionOptions()
     # Fatal only: its warnings and errors would bypass our logging, and every error also raises, which `run` turns
     # into our one-line ModelError.
@@ -49,7 +90,8 @@ def load(path: Path, meta: Optional[ModelMeta], threads: Optional[int],
     if threads:
         options.intra_op_num_threads = int(threads)
     try:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(path), options, providers=[p for p, _ in providers],
+                                       provider_options=[o for _, o in providers])
     except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
         raise ModelError(f"{path}: not a loadable ONNX model ({reason(exc)})") from None
     dims = session.get_inputs()[0].shape
