@@ -70,6 +70,7 @@ OPENCV = "opencv-python-headless>=4.5"
 # change between releases and move INT8 scores); raise a cap only after the INT8 tests pass on the new release.
 NCNN = "ncnn>=1.0.20240410,<=1.0.20261020"
 LITERT = "ai-edge-litert>=1.2,<=2.3.0"
+OPENVINO = "openvino>=2024.0,<=2026.4.1"
 NOT_ARM = 'platform_machine != "aarch64" and platform_machine != "armv7l"'
 
 extras = {
@@ -77,6 +78,7 @@ extras = {
     "onnx": ["onnxruntime>=1.16"],
     "ncnn": [NCNN],
     "tflite": [LITERT],
+    "openvino": [OPENVINO],
     "mqtt": ["paho-mqtt>=2.0"],
     "serial": ["pyserial>=3.5"],
     "train": [
@@ -88,9 +90,9 @@ extras = {
         "onnxruntime>=1.16",
         "matplotlib>=3.7",
     ],
-    # NCNN (pnnx) and TFLite (litert-torch + ai-edge-quantizer, no TensorFlow) exports with INT8
+    # NCNN (pnnx), TFLite (litert-torch + ai-edge-quantizer, no TensorFlow) and OpenVINO (NNCF) exports with INT8
     "export": ["pnnx>=20240410,<=20261020", "litert-torch>=0.10,<=0.10.0", "ai-edge-quantizer>=0.10,<=0.10.0",
-               NCNN, LITERT],
+               "nncf>=3.0,<=3.4.0", NCNN, LITERT, OPENVINO],
     "test": ["pytest>=7", "hypothesis>=6.80", "ruff>=0.4"],
 }
 extras["all"] = sorted({req for reqs in extras.values() for req in reqs})

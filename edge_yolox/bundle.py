@@ -54,7 +54,7 @@ class ModelMeta:
     class_names: list[str] = field(default_factory=list)
     variant: str = "unknown"
     precision: str = choice("fp32", "fp16", "int8", default="fp32")
-    backend: str = choice("", "ncnn", "tflite", "onnxruntime", default="")
+    backend: str = choice("", "ncnn", "tflite", "onnxruntime", "openvino", default="")
     preprocess: Preprocess = field(default_factory=Preprocess)
     files: dict[str, str] = field(default_factory=dict, metadata={"filename": True})  # file name -> sha256
     extra: dict[str, Any] = field(default_factory=dict)  # producer details, calibration, ...

@@ -59,7 +59,8 @@ def _where(module) -> str:
 def backends() -> list[Row]:
     rows = []
     for name, reason in available().items():
-        module = {"ncnn": "ncnn", "onnxruntime": "onnxruntime", "tflite": "ai_edge_litert"}[name]
+        module = {"ncnn": "ncnn", "onnxruntime": "onnxruntime", "tflite": "ai_edge_litert",
+                  "openvino": "openvino"}[name]
         if reason is None and name == "tflite" and importlib.util.find_spec(module) is None:
             module = "tflite_runtime"
         extra = "onnx" if name == "onnxruntime" else name

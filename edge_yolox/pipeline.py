@@ -29,13 +29,13 @@ from edge_yolox.sinks import Sink, SinkContext
 from edge_yolox.sources import Source, open_source
 
 log = logging.getLogger(__name__)
-BUNDLE_SUFFIX = {"ncnn": "ncnn", "tflite": "tflite", "onnxruntime": "onnx"}
+BUNDLE_SUFFIX = {"ncnn": "ncnn", "tflite": "tflite", "onnxruntime": "onnx", "openvino": "openvino"}
 
 
 def resolve_model(config: Config) -> ModelFile:
     """The model of model.path, or the one found in the board's search folders.
 
-    Without a path, looks for <variant>-<precision>.<ncnn|tflite|onnx> bundles in model.search, trying
+    Without a path, looks for <variant>-<precision>.<ncnn|tflite|onnx|openvino> bundles in model.search, trying
     backends in the board's order and skipping those not installed.
     """
     m = config.model

@@ -60,7 +60,7 @@ def run_train(argv: list[str]) -> int:
 def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     from .evaluate import OFFICIAL_CONF, OFFICIAL_IOU
 
-    p.add_argument("--model", required=True, help="a .pth checkpoint, or an ONNX/NCNN/TFLite model or bundle")
+    p.add_argument("--model", required=True, help="a .pth checkpoint, or an ONNX/NCNN/TFLite/OpenVINO model or bundle")
     p.add_argument("--data", required=True, help="COCO .json / folder with annotations/, YOLO data.yaml, VOC folder")
     p.add_argument("--split", default="val", help="dataset split for YOLO/VOC layouts (default val)")
     p.add_argument("--json", help="write the metrics here (AP, AP50, AP75, APs, APm, APl as fractions, images, model)")
@@ -70,7 +70,7 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--conf", type=fraction, default=OFFICIAL_CONF, help=f"score threshold (official {OFFICIAL_CONF})")
     p.add_argument("--iou", type=fraction, default=OFFICIAL_IOU, help=f"per-class NMS IoU (official {OFFICIAL_IOU})")
     p.add_argument("--limit", type=number(int, 0), default=0, help="evaluate only the first N images")
-    p.add_argument("--backend", help="runtime backend for non-PyTorch models (onnxruntime, ncnn, tflite)")
+    p.add_argument("--backend", help="runtime backend for non-PyTorch models (onnxruntime, ncnn, tflite, openvino)")
     p.add_argument("--threads", type=number(int, 1, 256), help="CPU threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -182,12 +182,12 @@ def add_precision_arguments(p: argparse.ArgumentParser) -> None:
 
     methods = sorted({m for ms in calib_methods().values() for m in ms})
     p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"),
-                   help="fp32 (default); fp16 (ncnn); int8 (ncnn, tflite; needs --calib)")
+                   help="fp32 (default); fp16 (ncnn, openvino); int8 (ncnn, tflite, openvino; needs --calib)")
     p.add_argument("--calib", help="INT8: folder of real calibration images (searched recursively)")
     p.add_argument("--calib-n", type=number(int, 1), default=DEFAULT_CALIB_N,
                    help=f"INT8: calibrate on this many images, a seeded sample (default {DEFAULT_CALIB_N})")
     p.add_argument("--calib-method", help=f"INT8 activation ranges: {', '.join(methods)} "
-                                          "(default: kl for ncnn, minmax for tflite)")
+                                          "(default: kl for ncnn, minmax for tflite, performance for openvino)")
     p.add_argument("--threads", type=number(int, 1, 256), help="CPU threads for NCNN calibration (default 1)")
 
 

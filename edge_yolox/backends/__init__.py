@@ -1,8 +1,8 @@
-"""Inference backends: one small interface (edge_yolox.backends.base) over onnxruntime, ncnn and TFLite; this
+"""Inference backends: one small interface (edge_yolox.backends.base) over onnxruntime, ncnn, TFLite and OpenVINO; this
 module is the registry and the loader.
 
 `load_backend(path)` accepts a model bundle (directory with meta.json) or a bare model made by another
-tool (.onnx, .tflite, .param/.bin, or a directory holding one); for bare models the metadata is inferred
+tool (.onnx, .tflite, .param/.bin, .xml/.bin, or a directory holding one); for bare models the metadata is inferred
 from the file and a probe inference (edge_yolox.backends.probe), and what was inferred is logged. A Backend takes
 the letterboxed BGR uint8 image and returns raw head outputs ready for
 `postprocess(..., **backend.meta.postprocess_options)`, in two steps: `prepare` (the model's input tensor; may run
@@ -42,7 +42,10 @@ BACKENDS: dict[str, Spec] = {
     "ncnn": Spec(("ncnn",), (".param", ".bin")),
     "tflite": Spec(("ai_edge_litert", "tflite_runtime"), (".tflite",)),
     "onnxruntime": Spec(("onnxruntime",), (".onnx",)),
+    "openvino": Spec(("openvino",), (".xml", ".onnx")),  # after onnxruntime: a bare .onnx goes to onnxruntime
 }
+# Backends whose model file (.param, .xml) has its weights in a .bin beside it
+WEIGHTS_BESIDE = ("ncnn", "openvino")
 
 
 @dataclass(frozen=True)
@@ -66,17 +69,18 @@ def find_model(path: Path, backend: Optional[str]) -> ModelFile:
             backend = backend or meta.backend or None
         files = sorted(p for p in path.iterdir() if p.is_file())
     candidates = [(name, f) for f in files for name, spec in BACKENDS.items()
-                  if f.suffix in spec.suffixes and (backend is None or name == backend)]
+                  if f.suffix in spec.suffixes and (backend is None or name == backend)
+                  and (f.suffix != ".bin" or f.with_suffix(".param").exists())]  # an IR's .bin is no ncnn model
     if backend is not None and backend not in BACKENDS:
         raise ModelError(f"{path}: unknown backend {backend!r}; allowed: {', '.join(BACKENDS)}")
     if not candidates:
-        wanted = f"a {backend} model" if backend else "a .onnx, .tflite or .param/.bin model"
+        wanted = f"a {backend} model" if backend else "a .onnx, .tflite, .param/.bin or .xml/.bin model"
         raise ModelError(f"{path}: no {wanted} here")
     name, file = candidates[0]
     if name == "ncnn":
         file = file.with_suffix(".param")
-    unlisted = [f.name for f in (file, file.with_suffix(".bin") if name == "ncnn" else file)
-                if meta is not None and f.name not in meta.files]
+    weights = file.with_suffix(".bin") if name in WEIGHTS_BESIDE and file.suffix != ".onnx" else file
+    unlisted = [f.name for f in (file, weights) if meta is not None and f.name not in meta.files]
     if unlisted:
         raise ModelError(f"{path / META_NAME}: files: does not list {unlisted[0]}, so it cannot be verified")
     return ModelFile(name, file, meta)
@@ -109,8 +113,8 @@ def open_model(found: ModelFile, threads: Optional[int] = None, *, input_size: O
 
 
 def load_backend(model_path, backend: Optional[str] = None, threads: Optional[int] = None, **opts) -> Backend:
-    """Find and load a model: backend forces one ("onnxruntime", "ncnn", "tflite"), by default the model's file
-    type decides; `opts` as for `open_model`."""
+    """Find and load a model: backend forces one ("onnxruntime", "ncnn", "tflite", "openvino"), by default the
+    model's file type decides; `opts` as for `open_model`."""
     return open_model(find_model(Path(model_path), backend), threads, **opts)
 
 
