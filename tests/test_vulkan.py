@@ -86,20 +86,21 @@ def test_model_failing_on_the_device_falls_back_with_one_line(monkeypatch, caplo
 
 
 def test_no_leak_over_frames():
-    """RSS after 40 more frames stays within 16 MiB of the RSS after a 10-frame warm-up (measured: no growth;
-    +0.9 MiB after 80)."""
+    """RSS after 200 more frames (the issue's count) stays within 16 MiB of the RSS after a 10-frame warm-up: a leak
+    of 80 kB per frame would fail it."""
     frame = render_scene(np.random.default_rng(0), (320, 320))[0]
     detector = Detector(demo_model(), threads=2, options=GPU)
     try:
         for _ in range(10):
             detector.detect(frame)
         before = rss_mib()
-        for _ in range(40):
+        for _ in range(200):
             detector.detect(frame)
         grown = rss_mib() - before
     finally:
         detector.close()
-    assert grown < 16, f"RSS grew {grown:.1f} MiB over 40 frames on Vulkan"
+    print(f"RSS growth over 200 frames on Vulkan: {grown:.1f} MiB")
+    assert grown < 16, f"RSS grew {grown:.1f} MiB over 200 frames on Vulkan"
 
 
 def rss_mib() -> float:
