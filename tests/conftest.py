@@ -1,9 +1,12 @@
-"""Shared fixtures: the real data in ../shared/data (skipped with a message locally, a failure in CI)."""
+"""Shared fixtures: the real data in ../shared/data and the system programs the tests start (skipped with a
+message locally, a failure in CI)."""
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -11,14 +14,27 @@ SHARED_DATA = Path(os.environ.get("EDGE_YOLOX_SHARED_DATA",
                                   Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
 
 
+def missing(message: str) -> NoReturn:
+    """Something a test needs is absent: a failure in CI (CI=true: scripts/test.sh provides it all), a skip
+    with the message elsewhere."""
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def shared_path(*parts: str) -> Path:
-    """A file under ../shared/data; in CI (CI=true) its absence fails the test, elsewhere it skips it."""
+    """A file under ../shared/data (see `missing` when it is absent)."""
     path = SHARED_DATA.joinpath(*parts).resolve()
     if not path.exists():
-        message = f"real test data missing: {path} (see ../shared/data/README.md)"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(f"real test data missing: {path} (see ../shared/data/README.md)")
+    return path
+
+
+def system_tool(*names: str, package: str, needed_for: str) -> str:
+    """The path of the first of `names` on PATH, a program from Debian's `package` (see `missing`)."""
+    path = next((p for p in map(shutil.which, names) if p), None)
+    if path is None:
+        missing(f"{names[0]} not installed (apt-get install {package}): needed {needed_for}")
     return path
 
 

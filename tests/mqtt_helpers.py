@@ -6,8 +6,6 @@ certificate. Persistence is on, so a subscriber's session survives the broker be
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -17,20 +15,14 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
+from conftest import system_tool
+
 USER, PASSWORD = "edge", "pw-not-in-argv-7c1"
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _need(tool: str, package: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        import pytest
-
-        message = f"{tool} not installed (apt-get install {package}): needed for the MQTT tests"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
+    return system_tool(tool, package=package, needed_for="for the MQTT tests")
 
 
 def free_port() -> int:

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
-from conftest import shared_path
+from conftest import shared_path, system_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,12 +72,7 @@ class MjpegServer:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> MjpegServer:
-        ffmpeg = shutil.which("ffmpeg")
-        if ffmpeg is None:
-            message = "ffmpeg not installed (apt-get install ffmpeg): needed for the live-stream tests"
-            if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-                pytest.fail(message)
-            pytest.skip(message)
+        ffmpeg = system_tool("ffmpeg", package="ffmpeg", needed_for="for the live-stream tests")
         self.proc = subprocess.Popen(
             [ffmpeg, "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", str(video()), "-vf", "scale=384:216",
              "-q:v", "8", "-f", "mpjpeg", "-listen", "1", self.url], stdin=subprocess.DEVNULL)

@@ -8,7 +8,6 @@ import html
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -22,6 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import system_tool
 from runtime_helpers import ROOT, free_port, onnx_model, video
 
 from edge_yolox.errors import ConfigError
@@ -93,13 +93,7 @@ def feeding(sink: http_sink.HttpSink, record: dict, images: list[np.ndarray]):
 
 
 def chromium_or_skip() -> str:
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        message = "chromium not installed (apt-get install chromium): needed to render the preview page"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return chromium
+    return system_tool("chromium", "chromium-browser", package="chromium", needed_for="to render the preview page")
 
 
 def mjpeg_frames(url: str, count: int, accept: str = "*/*") -> list[np.ndarray]:

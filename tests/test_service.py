@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import system_tool
 from mqtt_helpers import PASSWORD, Broker, Subscriber
 from runtime_helpers import ROOT, cli, onnx_model
 
@@ -27,13 +28,7 @@ from edge_yolox.service import _existing_groups, render
 
 
 def systemd_analyze() -> str:
-    path = shutil.which("systemd-analyze")
-    if path is None:
-        message = "systemd-analyze not installed (apt-get install systemd): needed to check the unit"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
+    return system_tool("systemd-analyze", package="systemd", needed_for="to check the unit")
 
 
 def run_args(password_file: Path, *extra: str) -> list[str]:
