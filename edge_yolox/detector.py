@@ -53,8 +53,8 @@ class Detector:
         for c in classes:
             if isinstance(c, (int, np.integer)) or (isinstance(c, str) and c.isdigit()):
                 i = int(c)
-            elif class_index(c, names) is not None:
-                i = class_index(c, names)
+            elif (found := class_index(c, names)) is not None:
+                i = found
             else:
                 raise ConfigError(f"detect.classes: unknown class {c!r}; this model has: {', '.join(names)}")
             if not 0 <= i < self.meta.num_classes:

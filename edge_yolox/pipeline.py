@@ -79,9 +79,8 @@ def build_sinks(config: Config, ctx: SinkContext) -> list[Sink]:
                 continue
             try:
                 built.append(module.from_config(section, ctx))
-            except ConfigError as exc:  # sinks name the key; the file that set it is known here
-                where = config.origin(f"outputs.{name}")
-                raise ConfigError(f"{where}: {exc}" if str(exc).startswith("outputs.") else str(exc)) from None
+            except ConfigError as exc:  # sinks name the key (outputs.<name>...); the file that set it is known here
+                raise ConfigError(f"{config.origin(f'outputs.{name}')}: {exc}") from None
     except BaseException:
         close_all(built)
         raise
