@@ -93,7 +93,9 @@ extras = {
     # NCNN (pnnx), TFLite (litert-torch + ai-edge-quantizer, no TensorFlow) and OpenVINO (NNCF) exports with INT8
     "export": ["pnnx>=20240410,<=20261020", "litert-torch>=0.10,<=0.10.0", "ai-edge-quantizer>=0.10,<=0.10.0",
                "nncf>=3.0,<=3.4.0", NCNN, LITERT, OPENVINO],
-    "test": ["pytest>=7", "hypothesis>=6.80", "ruff>=0.4"],
+    # motmetrics: the tracking evaluation (tests/test_tracking_eval.py, bench/track_eval.py); 1.4.0 is the version
+    # tested (with pandas 3.1 and numpy 2.4: its iou_matrix uses np.asfarray, gone in numpy 2, so we call boxiou)
+    "test": ["pytest>=7", "hypothesis>=6.80", "ruff>=0.4", "motmetrics==1.4.0"],
 }
 extras["all"] = sorted({req for reqs in extras.values() for req in reqs})
 

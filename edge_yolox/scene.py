@@ -48,6 +48,12 @@ def shape_box(points: np.ndarray, w: int, h: int) -> np.ndarray:
     return np.concatenate([points.min(0).clip(0, None), np.minimum(points.max(0), (w, h))])
 
 
+def saturated_colors(rng: np.random.Generator, n: int) -> list[tuple[int, int, int]]:
+    """n random BGR colours of high saturation and value: they stand out of the background's texture."""
+    hsv = np.stack([rng.integers(0, 180, n), rng.integers(120, 256, n), rng.integers(120, 256, n)], 1)
+    return [tuple(int(c) for c in bgr) for bgr in cv2.cvtColor(hsv.astype(np.uint8)[None], cv2.COLOR_HSV2BGR)[0]]
+
+
 def draw_shape(image: np.ndarray, points: np.ndarray, color: tuple[int, int, int]) -> None:
     """Fill the polygon in place, anti-aliased at 1/16 px precision."""
     cv2.fillPoly(image, [np.round(points * 16).astype(np.int32)], color, cv2.LINE_AA, shift=4)

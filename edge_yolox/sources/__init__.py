@@ -2,7 +2,8 @@
 picamera2 (Pi CSI cameras), the Jetson nvarguscamerasrc pipeline, and a synthetic moving-objects scene.
 
 `open_source(source_config, camera_config)` picks one from `source.uri`:
-`camera` (the board's camera: camera.kind), `synthetic`, `picamera2`, `nvargus`, an RTSP/HTTP URL,
+`camera` (the board's camera: camera.kind), `synthetic` (or `synthetic:tracks`, `synthetic:gate`: scripted
+sequences with identities, edge_yolox.sequences), `picamera2`, `nvargus`, an RTSP/HTTP URL,
 a GStreamer pipeline (contains "!"), a video file, an image or a folder of images.
 Cameras and streams are live (newest frame only, reconnect with backoff); files are read frame by frame
 unless `source.realtime`.
@@ -28,7 +29,7 @@ from edge_yolox.sources.opencv import (
     open_url,
     open_video,
 )
-from edge_yolox.sources.synthetic import SyntheticReader
+from edge_yolox.sources.synthetic import SyntheticReader, open_sequence
 
 
 def camera_opener(kind: str, cam: CameraConfig, timeout_s: float):
@@ -66,6 +67,8 @@ def open_source(source: SourceConfig, camera: CameraConfig,
         return LiveSource(lambda: open_gstreamer(uri), backoff)
     if uri == "synthetic":
         reader: Reader = SyntheticReader(camera.width, camera.height, camera.fps)
+    elif uri.startswith("synthetic:"):
+        reader = open_sequence(uri.partition(":")[2], camera.width, camera.height, camera.fps)
     else:
         path = Path(uri).expanduser()
         if not path.exists():

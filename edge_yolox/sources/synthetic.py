@@ -1,14 +1,17 @@
-"""The synthetic source: the training scenes' shapes (edge_yolox.scene) moving, turning and bouncing over a textured
-background — what `edge-yolox run --demo` shows without a camera. Deterministic per seed."""
+"""The synthetic sources: the training scenes' shapes (edge_yolox.scene) moving, turning and bouncing over a textured
+background — what `edge-yolox run --demo` shows without a camera — and the scripted sequences with identities of
+edge_yolox.sequences (`synthetic:tracks`, `synthetic:gate`). Deterministic per seed."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Optional
 
-import cv2
 import numpy as np
 
-from edge_yolox.scene import CLASSES, background, draw_shape, shape_box, shape_points
+from edge_yolox.errors import SourceError
+from edge_yolox.scene import CLASSES, background, draw_shape, saturated_colors, shape_box, shape_points
+from edge_yolox.sequences import SEQUENCES, Actor, Truth, render
 
 
 class SyntheticReader:
@@ -34,9 +37,7 @@ class SyntheticReader:
         self.vel = rng.uniform(1.5, 4.0, (objects, 1)) * np.stack([np.cos(heading), np.sin(heading)], 1)
         self.angle = rng.uniform(0, 2 * np.pi, objects)
         self.spin = rng.uniform(0.01, 0.05, objects) * rng.choice((-1, 1), objects)
-        hsv = np.stack([rng.integers(0, 180, objects), rng.integers(120, 256, objects),
-                        rng.integers(120, 256, objects)], 1).astype(np.uint8)[None]
-        self.colors = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0]  # saturated: they stand out of the texture
+        self.colors = saturated_colors(rng, objects)
         self.boxes = np.zeros((0, 4), np.float32)
         self.classes = np.zeros(0, np.int64)
 
@@ -80,7 +81,7 @@ class SyntheticReader:
         boxes = []
         for kind, (cx, cy), r, angle, color in zip(self.kinds, self.pos, self.radii, self.angle, self.colors):
             points = shape_points(int(kind), cx, cy, r, angle)
-            draw_shape(frame, points, tuple(int(c) for c in color))
+            draw_shape(frame, points, color)
             boxes.append(shape_box(points, w, h))
         self.boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
         self.classes = self.kinds.astype(np.int64)
@@ -88,3 +89,49 @@ class SyntheticReader:
 
     def close(self) -> None:
         pass
+
+
+class ScriptedReader:
+    """A scripted sequence (edge_yolox.sequences): `actors` in order of entry, possibly endless. It ends after
+    `frames` frames (0: when the last actor has left). After each grab, `truth` is the ground truth of the
+    returned frame, with the actors' ids."""
+
+    names = CLASSES
+
+    def __init__(self, actors: Iterable[Actor], width: int = 640, height: int = 480, fps: float = 30.0,
+                 frames: int = 0, seed: int = 0, name: str = "synthetic"):
+        self.name = name
+        self.fps: Optional[float] = fps
+        self.size = (height, width)
+        self.frames = frames
+        self.background = background(np.random.default_rng(seed), height, width)
+        self._waiting = iter(actors)
+        self._next = next(self._waiting, None)
+        self._on: list[Actor] = []
+        self._count = 0
+        self.truth = Truth(np.zeros(0, np.int64), np.zeros((0, 4), np.float32), np.zeros(0, np.int64),
+                           np.zeros(0, np.float32))
+
+    def grab(self) -> Optional[np.ndarray]:
+        t = self._count
+        while self._next is not None and self._next.start <= t:
+            self._on.append(self._next)
+            self._next = next(self._waiting, None)
+        self._on = [a for a in self._on if a.end >= t]
+        if (self.frames and t >= self.frames) or (self._next is None and not self._on):
+            return None
+        self._count += 1
+        frame, self.truth = render(self.background, self._on, t)
+        return frame
+
+    def close(self) -> None:
+        pass
+
+
+def open_sequence(name: str, width: int, height: int, fps: float, seed: int = 0) -> ScriptedReader:
+    """The sequence `name` of edge_yolox.sequences.SEQUENCES as a reader of width×height frames."""
+    if name not in SEQUENCES:
+        known = ", ".join(f"synthetic:{n}" for n in SEQUENCES)
+        raise SourceError(f"synthetic:{name}: no such sequence (there are synthetic, {known})")
+    return ScriptedReader(SEQUENCES[name]((height, width), seed), width, height, fps, seed=seed,
+                          name=f"synthetic:{name}")

