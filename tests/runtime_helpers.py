@@ -46,14 +46,18 @@ def iou(a, b) -> float:
 
 
 def unmatched(dets_a: list[dict], dets_b: list[dict], min_score: float, min_iou: float = 0.8,
-              max_score_diff: float = 0.1) -> list[dict]:
-    """Detections of A scoring >= min_score with no same-class B detection at IoU >= min_iou whose
-    score is within max_score_diff (detections near the threshold may legitimately be on one side only)."""
+              max_score_diff: float = 0.1, max_shift: float = 0.0) -> list[dict]:
+    """Detections of A scoring >= min_score with no same-class B detection whose score is within max_score_diff
+    and whose box is at IoU >= min_iou or has every edge within max_shift pixels (a small box's IoU falls fast
+    with a sub-pixel edge; detections near the threshold may legitimately be on one side only)."""
+    def same_box(a, b) -> bool:
+        return iou(a, b) >= min_iou or max(abs(u - v) for u, v in zip(a, b)) <= max_shift
+
     missing = []
     for a in dets_a:
         if a["score"] < min_score:
             continue
-        if not any(b["class_id"] == a["class_id"] and iou(a["box"], b["box"]) >= min_iou
+        if not any(b["class_id"] == a["class_id"] and same_box(a["box"], b["box"])
                    and abs(a["score"] - b["score"]) <= max_score_diff for b in dets_b):
             missing.append(a)
     return missing

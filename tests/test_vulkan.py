@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 from conftest import missing, shared_path
-from runtime_helpers import cli, ncnn_model, unmatched
+from runtime_helpers import cli, iou, ncnn_model, unmatched
 
 from edge_yolox.backends import ncnn as ncnn_backend
 from edge_yolox.backends.vulkan import devices
@@ -44,11 +44,12 @@ def detections(model, frames, **opts) -> list[list[dict]]:
 
 
 def assert_same(cpu: list[list[dict]], gpu: list[list[dict]], min_score: float) -> None:
-    """Every detection scoring >= min_score on one path has one of the same class at IoU >= 0.95 on the other."""
+    """Every detection scoring >= min_score on one path has one of the same class, its score within 0.05, at
+    IoU >= 0.95 or with every edge within 1.5 px on the other."""
     assert any(cpu), "the CPU path found nothing: the comparison would be empty"
     for a, b in zip(cpu, gpu):
-        assert not unmatched(a, b, min_score, min_iou=0.95, max_score_diff=0.05), (a, b)
-        assert not unmatched(b, a, min_score, min_iou=0.95, max_score_diff=0.05), (a, b)
+        for one, other in ((a, b), (b, a)):
+            assert not unmatched(one, other, min_score, min_iou=0.95, max_score_diff=0.05, max_shift=1.5), (a, b)
 
 
 def test_fp32_model_detects_the_same_on_vulkan():
@@ -56,12 +57,27 @@ def test_fp32_model_detects_the_same_on_vulkan():
     assert_same(detections(ncnn_model(), frames), detections(ncnn_model(), frames, options=GPU), min_score=0.3)
 
 
+def primary(frames: list[list[dict]]) -> list[list[dict]]:
+    """Per object its best-scoring class only: detections overlapping a higher-scoring one (IoU > 0.7) dropped."""
+    kept_frames = []
+    for dets in frames:
+        kept: list[dict] = []
+        for d in sorted(dets, key=lambda d: -d["score"]):
+            if all(iou(d["box"], k["box"]) <= 0.7 for k in kept):
+                kept.append(d)
+        kept_frames.append(kept)
+    return kept_frames
+
+
 def test_int8_demo_detects_the_same_on_vulkan():
     rng = np.random.default_rng(3)
     frames = [render_scene(rng, (480, 640))[0] for _ in range(3)]
-    # The two paths round the INT8 model differently: boxes agree at IoU >= 0.96 from score
-    # 0.5 on; below it a 26-pixel shape at score 0.47 measured IoU 0.94 (a 1-pixel edge).
-    assert_same(detections(demo_model(), frames), detections(demo_model(), frames, options=GPU), min_score=0.5)
+    # The two paths round the INT8 model differently. Measured on these frames, each object's best class: edges
+    # within 0.74 px, scores within 0.032 (a 26-px shape's 0.74-px edge is IoU 0.94, hence the edge tolerance).
+    # Second guesses differ more: a shape both call "triangle" (0.73/0.70) is also "square" at 0.55 on Vulkan
+    # and below 0.3 on the CPU, so only each object's best class is compared.
+    cpu, gpu = detections(demo_model(), frames), detections(demo_model(), frames, options=GPU)
+    assert_same(primary(cpu), primary(gpu), min_score=0.3)
 
 
 def test_model_failing_on_the_device_falls_back_with_one_line(monkeypatch, caplog):
