@@ -4,8 +4,9 @@ motmetrics (MOTA, IDF1, ID switches; HOTA through TrackEval when it is installed
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import motmetrics as mm
 import numpy as np
@@ -15,6 +16,7 @@ from edge_yolox.detector import Detector
 from edge_yolox.runflags import demo_model
 from edge_yolox.sequences import Truth
 from edge_yolox.sources.synthetic import open_sequence
+from edge_yolox.tracker import Tracker, TrackResult
 
 SIZE = (320, 416)  # h, w: the demo model's 320 input letterboxes it at 0.77
 FPS = 30.0
@@ -74,13 +76,20 @@ def as_tracks(truth: Truth) -> np.ndarray:
     return np.column_stack([truth.ids, truth.boxes, np.ones(len(truth.ids)), truth.classes]).astype(np.float64)
 
 
-def run(played: Played, update: Callable[[np.ndarray], np.ndarray]) -> list[Hypothesis]:
-    """A tracker over the detections: `update(dets)` returns its `tracks` array [M, 7] for the frame."""
-    out = []
-    for dets in played.dets:
-        tracks = update(dets)
-        out.append(Hypothesis(tracks[:, 0].astype(np.int64), tracks[:, 1:5]))
-    return out
+def tracker() -> Tracker:
+    """ByteTrack with the default `track:` settings, at the sequences' frame rate."""
+    return Tracker(SimpleNamespace(thresh=0.5, low=0.1, match=0.8, buffer=30, frame_rate=0, max_tracks=1000,
+                                   per_class=False), FPS)
+
+
+def track(played: Played, tracker: Tracker) -> list[TrackResult]:
+    """The tracker's result for each frame's detections."""
+    return [tracker.update(dets) for dets in played.dets]
+
+
+def hypotheses(results: list[TrackResult]) -> list[Hypothesis]:
+    """The tracks a tracker reports (ids and Kalman-filtered boxes, as the reference's online targets)."""
+    return [Hypothesis(r.tracks[:, 0].astype(np.int64), r.tracks[:, 1:5]) for r in results]
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
