@@ -31,7 +31,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
     from edge_yolox.config import load_config
     from edge_yolox.runflags import overrides_from_args
 
-    return load_config(args.board, args.config, overrides_from_args(args))
+    return load_config(args.board, args.config, overrides_from_args(args), args.zones)
 
 
 # ---- commands

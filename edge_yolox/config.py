@@ -6,6 +6,8 @@ names the file (or "command line"), the dotted key and what is allowed.
 
 from __future__ import annotations
 
+import logging
+import os
 import platform
 import socket
 from dataclasses import dataclass, field
@@ -21,6 +23,9 @@ from edge_yolox.schema import bounded as _range
 from edge_yolox.schema import build
 from edge_yolox.schema import choice as _choice
 from edge_yolox.sinks import check_sections
+from edge_yolox.zones import COORD_MAX, DIRECTIONS, name_problem, polygon_problem, segment_problem
+
+log = logging.getLogger(__name__)
 
 BACKEND_NAMES = tuple(BACKENDS)
 CAMERA_KINDS = ("opencv", "picamera2", "nvargus")
@@ -80,6 +85,38 @@ class RuntimeConfig:
     device: str = ""  # stable device id (MQTT topic/client id); empty: the host name
     stats_interval_s: float = _range(0.0, 86400, default=10.0)
     log_level: str = _choice("debug", "info", "warning", "error", default="info")
+    state_dir: str = ""  # line totals (lines.json); empty: $STATE_DIRECTORY (systemd) or ~/.local/state/edge-yolox
+
+
+@dataclass
+class TrackConfig:
+    enabled: bool = False  # --track; zones or lines turn it on unless it is set to false
+    thresh: float = _range(0.0, 1.0, default=0.5)  # high-score detections; a new track needs thresh + 0.1
+    low: float = _range(0.0, 1.0, default=0.1)  # low-score floor of the second association; <= thresh
+    match: float = _range(0.01, 1.0, default=0.8)  # first association: largest cost 1 - IoU * score that matches
+    buffer: int = _range(0, 108000, default=30)  # frames a lost track is kept, at 30 fps (scaled by frame rate)
+    frame_rate: float = _range(0.0, 1000.0, default=0.0)  # 0: the source's (30 when it has none)
+    per_class: bool = False  # true: a track only takes detections of its own class
+    max_tracks: int = _range(1, 100000, default=1000)
+    update_interval_s: float = _range(0.0, 86400.0, default=5.0)  # `update` events per track (0: none)
+    anchor: str = _choice("bottom", "center", default="bottom")  # the box's point tested against zones and lines
+
+
+POINTS = {"range": (0.0, COORD_MAX)}  # [x, y] values: normalised (all <= 1) or pixels (edge_yolox.zones)
+
+
+@dataclass
+class ZoneConfig:
+    polygon: list[list[float]] = field(metadata=POINTS)  # >= 3 points [x, y]
+    classes: list[str] = field(default_factory=list)  # names or ids; empty: all
+    min_frames: int = _range(1, 10000, default=3)  # consecutive frames inside (outside) to enter (leave)
+
+
+@dataclass
+class LineConfig:
+    points: list[list[float]] = field(metadata=POINTS)  # [[x1, y1], [x2, y2]]
+    classes: list[str] = field(default_factory=list)
+    direction: str = _choice(*DIRECTIONS, default="left")  # "in": crossing towards this side of a -> b
 
 
 @dataclass
@@ -91,6 +128,9 @@ class Config:
     camera: CameraConfig = field(default_factory=CameraConfig)
     source: SourceConfig = field(default_factory=SourceConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    track: TrackConfig = field(default_factory=TrackConfig)
+    zones: dict[str, ZoneConfig] = field(default_factory=dict)
+    lines: dict[str, LineConfig] = field(default_factory=dict)
     outputs: dict[str, dict] = field(default_factory=dict)  # sink sections: edge_yolox.sinks.check_sections
     origins: dict[str, str] = field(default_factory=dict, init=False, repr=False)  # dotted key -> layer
 
@@ -171,9 +211,19 @@ def _mark(data: dict, origin: str, origins: dict[str, str], prefix: str) -> None
             _mark(value, origin, origins, f"{prefix}{key}.")
 
 
+def read_zones(path: str) -> dict:
+    """A `--zones` file: a config layer holding only `zones:` and/or `lines:`."""
+    layer = read_yaml(read_text(path, "zones file"), path)
+    unknown = [key for key in layer if key not in ("zones", "lines")]
+    if unknown:
+        raise ConfigError(f"{path}: {unknown[0]}: unknown key; allowed in a zones file: zones, lines")
+    return layer
+
+
 def load_config(board: Optional[str] = None, config_file: Optional[str] = None,
-                overrides: Optional[dict] = None) -> Config:
-    """Board YAML, then the user's YAML, then command-line overrides (nested dict), validated."""
+                overrides: Optional[dict] = None, zones_file: Optional[str] = None) -> Config:
+    """Board YAML, then the user's YAML, then the zones file, then command-line overrides (nested dict),
+    validated."""
     origins: dict[str, str] = {}
     user: dict = {}
     user_origin = ""
@@ -188,6 +238,8 @@ def load_config(board: Optional[str] = None, config_file: Optional[str] = None,
     data = merge({}, read_yaml(text, board_origin), board_origin, origins)
     if user:
         data = merge(data, user, user_origin, origins)
+    if zones_file:
+        data = merge(data, read_zones(zones_file), zones_file, origins)
     if overrides:
         data = merge(data, overrides, COMMAND_LINE, origins)
     data["board"] = Path(name).stem if name.endswith((".yaml", ".yml")) else name
@@ -198,7 +250,41 @@ def load_config(board: Optional[str] = None, config_file: Optional[str] = None,
     if config.source.reconnect_max_s < config.source.reconnect_min_s:
         raise ConfigError(f"{origin_of(origins, 'source.reconnect_max_s')}: source.reconnect_max_s: must be "
                           f">= source.reconnect_min_s ({config.source.reconnect_min_s})")
+    _check_tracking(config)
     return config
+
+
+def _check_tracking(config: Config) -> None:
+    """What the schema cannot say about `track:`, `zones:` and `lines:`; zones or lines turn tracking on."""
+    def fail(key: str, allowed: str) -> None:
+        raise ConfigError(f"{config.origin(key)}: {key}: {allowed}")
+
+    if config.track.low > config.track.thresh:
+        fail("track.low", f"invalid value {config.track.low}; allowed: <= track.thresh ({config.track.thresh})")
+    for kind, items, field_name, problem in (("zones", config.zones, "polygon", polygon_problem),
+                                             ("lines", config.lines, "points", segment_problem)):
+        for name, item in items.items():
+            if name_problem(name):
+                fail(f"{kind}.{name}", f"invalid name {name!r}; allowed: {name_problem(name)}")
+            value = getattr(item, field_name)
+            if problem(value):
+                shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+                fail(f"{kind}.{name}.{field_name}", f"invalid value {shown}; allowed: {problem(value)}")
+    if (config.zones or config.lines) and not config.track.enabled:
+        if "track.enabled" in config.origins:
+            fail("track.enabled", "false, but zones and lines need tracking: set it to true (--track) or remove "
+                                  "the zones and lines")
+        config.track.enabled = True
+        log.info("zones/lines given: tracking turned on (track.enabled)")
+
+
+def state_dir(runtime: RuntimeConfig) -> Path:
+    """Where state that outlives a run goes (line totals): runtime.state_dir, systemd's StateDirectory=, or the
+    XDG state folder."""
+    chosen = runtime.state_dir or os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    if chosen:
+        return Path(os.path.expandvars(chosen)).expanduser()
+    return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "edge-yolox"
 
 
 def origin_of(origins: dict[str, str], key: str) -> str:

@@ -6,12 +6,12 @@ from __future__ import annotations
 import argparse
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from edge_yolox import sinks as sink_registry
 from edge_yolox.arguments import number
 from edge_yolox.backends.onnxruntime import PROVIDERS
-from edge_yolox.config import BACKEND_NAMES, board_names
+from edge_yolox.config import BACKEND_NAMES, COMMAND_LINE, board_names
 from edge_yolox.errors import ConfigError
 from edge_yolox.postprocess import CONF, IOU, MAX_DET
 
@@ -47,6 +47,16 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         help="play files at their own frame rate, dropping frames when slower (like a camera)")
     parser.add_argument("--device-id", help="stable device id for outputs (default: host name)")
     parser.add_argument("--stats-interval", type=float, help="seconds between stats (0: only at the end)")
+    parser.add_argument("--state-dir", help="where line totals are kept across restarts (default: "
+                                            "$STATE_DIRECTORY, else ~/.local/state/edge-yolox)")
+    track = parser.add_argument_group("tracking, zones and lines (zones or lines turn tracking on)")
+    track.add_argument("--track", action="store_true", default=None,
+                       help="track objects (ByteTrack): track ids, new/update/end events")
+    track.add_argument("--zones", metavar="FILE", help="YAML with zones: and/or lines: sections")
+    track.add_argument("--zone", action="append", metavar="NAME=X,Y,...",
+                       help="a zone polygon (>= 3 points; 0-1 fractions of the frame or pixels); repeatable")
+    track.add_argument("--line", action="append", metavar="NAME=X1,Y1,X2,Y2",
+                       help="a counting line; \"in\" is a crossing to the left of (x1,y1)->(x2,y2); repeatable")
     for module in sink_registry.modules():
         module.add_arguments(parser)
 
@@ -73,7 +83,8 @@ def overrides_from_args(args: argparse.Namespace) -> dict:
     flags = {"model": "model.path", "backend": "model.backend", "threads": "model.threads",
              "legacy": "model.legacy", "conf": "detect.conf", "nms": "detect.iou", "agnostic": "detect.agnostic",
              "max_det": "detect.max_det", "limit": "source.limit", "realtime": "source.realtime",
-             "device_id": "runtime.device", "stats_interval": "runtime.stats_interval_s", **ACCELERATOR_KEYS}
+             "device_id": "runtime.device", "stats_interval": "runtime.stats_interval_s",
+             "state_dir": "runtime.state_dir", "track": "track.enabled", **ACCELERATOR_KEYS}
     for flag, key in flags.items():
         value = getattr(args, flag, None)
         if value is not None:
@@ -91,11 +102,28 @@ def overrides_from_args(args: argparse.Namespace) -> dict:
         set_key(tree, "source.uri", "synthetic")
         if not args.model:
             set_key(tree, "model.path", str(demo_model()))
+    for flag, kind, key in (("zone", "zones", "polygon"), ("line", "lines", "points")):
+        for value in getattr(args, flag, None) or ():
+            name, points = _named_points(f"--{flag}", value, 4 if flag == "line" else None)
+            tree.setdefault(kind, {})[name] = {key: points}  # not set_key: a name may hold dots
     for module in sink_registry.modules():
         section = module.section_from_args(args)
         if section is not None:
             set_key(tree, f"outputs.{module.NAME}", section)
     return tree
+
+
+def _named_points(flag: str, value: str, count: Optional[int]) -> tuple[str, list[list[float]]]:
+    """NAME=x,y,x,y,... as (NAME, [[x, y], ...]); the config checks the name and the geometry."""
+    name, _, numbers = value.partition("=")
+    allowed = f"NAME={'X1,Y1,X2,Y2' if count else 'X,Y,X,Y,X,Y[,...]'}"
+    try:
+        values = [float(v) for v in numbers.split(",")]
+    except ValueError:
+        values = []
+    if not name or not values or len(values) % 2 or (count and len(values) != count):
+        raise ConfigError(f"{COMMAND_LINE}: {flag}: invalid value {value!r}; allowed: {allowed}")
+    return name, [values[i:i + 2] for i in range(0, len(values), 2)]
 
 
 def demo_model() -> Path:

@@ -71,9 +71,10 @@ def _check_name(name: str) -> str:
 
 
 def run_layer(run_args: list[str]) -> tuple[Optional[str], dict]:
-    """The board and the config layer (user YAML from --config, then the flags) that `run` would use."""
+    """The board and the config layer (user YAML from --config, the --zones file, then the flags) that `run` would
+    use."""
     from edge_yolox.arguments import Parser
-    from edge_yolox.config import merge, read_yaml
+    from edge_yolox.config import merge, read_yaml, read_zones
     from edge_yolox.files import read_text
     from edge_yolox.runflags import add_run_arguments, overrides_from_args
 
@@ -83,6 +84,8 @@ def run_layer(run_args: list[str]) -> tuple[Optional[str], dict]:
     layer: dict = {}
     if args.config:
         layer = read_yaml(read_text(args.config, "config"), args.config)
+    if args.zones:
+        layer = merge(layer, read_zones(args.zones), args.zones, {})
     layer = merge(layer, overrides_from_args(args), "command line", {})
     board = args.board or layer.pop("board", None)
     return board, layer
@@ -120,6 +123,12 @@ def render(name: str, user: str, run_args: list[str], watchdog_s: int = 30, grou
     source = layer.get("source", {})
     if source.get("uri"):
         source["uri"] = _absolute(source["uri"])
+    runtime = layer.get("runtime", {})
+    if runtime.get("state_dir"):
+        runtime["state_dir"] = _absolute(runtime["state_dir"])
+        if not (runtime["state_dir"] + "/").startswith(state + "/"):
+            notes.append(f"ProtectSystem=strict leaves the service only {state} to write: runtime.state_dir "
+                         f"{runtime['state_dir']} will be read-only (leave it out: the default is {state})")
     outputs = layer.setdefault("outputs", {})
     for section in outputs.values():
         for key in ("path", "spill", "ca_file", "cert_file"):

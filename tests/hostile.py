@@ -105,6 +105,46 @@ def coco_mutations() -> dict[str, tuple[object, str]]:
     }
 
 
+_TRIANGLE = "[[0, 0], [1, 0], [1, 1]]"
+# `--zones` files: name -> (content, what the one-line error must hold besides the file's name).
+ZONES_FILES = {
+    "nan coordinate": ("zones:\n  d:\n    polygon: [[0, 0], [.nan, 1], [1, 1]]\n", "zones.d.polygon"),
+    "infinite coordinate": ("lines:\n  g:\n    points: [[0, 0], [.inf, 1]]\n", "lines.g.points"),
+    "1e5 points": ("zones:\n  d:\n    polygon: [" + "[1, 2], " * 100_000 + "[3, 4]]\n", "3 to 1000 points"),
+    "1e6 points": ("zones:\n  d:\n    polygon: [" + "[1, 2], " * 1_000_000 + "[3, 4]]\n", "larger than"),
+    "polygon not a list": ("zones:\n  d:\n    polygon: {x: 1}\n", "zones.d.polygon"),
+    "zones not a mapping": ("zones: [door, yard]\n", "zones"),
+    "zone not a mapping": ("zones:\n  door: 5\n", "zones.door"),
+    "file not a mapping": ("- zones\n", "mapping"),
+    "huge nesting": ("zones:\n  d:\n    polygon: " + "[" * 200_000 + "]" * 200_000 + "\n", "nested"),
+    "alias bomb": (yaml_bomb(), "refused"),
+    "python tag": ("zones: !!python/object/apply:os.system ['touch PWNED']\n", "invalid YAML"),
+    "slash in a name": (f"zones:\n  a/b:\n    polygon: {_TRIANGLE}\n", "zones.a/b"),
+    "wildcard in a name": ("lines:\n  '+':\n    points: [[0, 0], [1, 1]]\n", "lines.+"),
+    "newline in a name": (f'zones:\n  "a\\nb":\n    polygon: {_TRIANGLE}\n', "control characters"),
+    "number as a name": (f"zones:\n  7:\n    polygon: {_TRIANGLE}\n", "string keys"),
+    "one point line": ("lines:\n  g:\n    points: [[0, 0]]\n", "lines.g.points"),
+    "other sections": ("zones: {}\nmodel:\n  path: /tmp/evil.onnx\n", "allowed in a zones file"),
+}
+
+# <state_dir>/lines.json contents that are not what edge-yolox writes: kept aside, the totals start at zero. Bytes
+# (latin-1 keeps each character's code): "binary" is not UTF-8.
+LINE_TOTALS = {name: text.encode("latin-1") for name, text in {
+    "not json": '{"version": 1, "lines": {',
+    "nan count": '{"version": 1, "lines": {"gate": {"person": {"in": NaN, "out": 0}}}}',
+    "huge number": '{"version": 1, "lines": {"gate": {"person": {"in": 1e400, "out": 0}}}}',
+    "negative count": '{"version": 1, "lines": {"gate": {"person": {"in": -1, "out": 0}}}}',
+    "missing direction": '{"version": 1, "lines": {"gate": {"person": {"in": 1}}}}',
+    "string count": '{"version": 1, "lines": {"gate": {"person": {"in": "9", "out": 0}}}}',
+    "other version": '{"version": 2, "lines": {}}',
+    "a list": "[1, 2]",
+    "control character": '{"version": 1, "lines": {"gate": {"per\\nson": {"in": 1, "out": 0}}}}',
+    "deep nesting": '{"version": 1, "lines": ' + "[" * 200_000 + "]" * 200_000 + "}",
+    "oversized": '{"version": 1, "lines": {}}' + " " * (2 << 20),
+    "binary": "\x00\xff",
+    "empty": "",
+}.items()}
+
 # Values for `service install` flags that must never add a line to the unit.
 UNIT_INJECTIONS = [
     "/p\nExecStartPre=+/bin/sh -c id",

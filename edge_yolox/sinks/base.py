@@ -17,6 +17,9 @@ class SinkContext:
     source: str
     class_names: tuple[str, ...] = ()
     fps: Optional[float] = None  # the source's frame rate when known (video writers need one)
+    tracking: bool = False  # records carry track ids, `events` (and `zones`/`lines` counts when configured)
+    zones: tuple = ()  # edge_yolox.zones.Zone, classes in the model's spelling
+    lines: tuple = ()  # edge_yolox.zones.Line
 
 
 class Sink:
