@@ -83,12 +83,17 @@ class Detector:
         t2 = time.perf_counter()
         return dets, {"pre": prepared.ms, "infer": (t1 - t0) * 1e3, "post": (t2 - t1) * 1e3}
 
-    def to_json(self, dets: np.ndarray) -> list[dict[str, Any]]:
-        """Detections as records carry them (ARCHITECTURE.md, "Records")."""
+    def to_json(self, dets: np.ndarray, track_ids: Optional[np.ndarray] = None) -> list[dict[str, Any]]:
+        """Detections as records carry them (ARCHITECTURE.md, "Records"); with `track_ids` (0: none) each gets a
+        `track_id` (null: not part of a track)."""
         names = self.class_names
-        return [{"label": names[int(c)] if int(c) < len(names) else str(int(c)), "class_id": int(c),
-                 "score": round(float(s), 4), "box": [round(float(v), 1) for v in (x1, y1, x2, y2)]}
-                for x1, y1, x2, y2, s, c in dets]
+        out = [{"label": names[int(c)] if int(c) < len(names) else str(int(c)), "class_id": int(c),
+                "score": round(float(s), 4), "box": [round(float(v), 1) for v in (x1, y1, x2, y2)]}
+               for x1, y1, x2, y2, s, c in dets]
+        if track_ids is not None:
+            for det, track_id in zip(out, track_ids.tolist()):
+                det["track_id"] = track_id or None
+        return out
 
     def close(self) -> None:
         self.backend.close()

@@ -24,6 +24,7 @@ from edge_yolox.backends import ModelFile, available, find_model, open_model
 from edge_yolox.config import Config
 from edge_yolox.detector import Detector
 from edge_yolox.errors import ConfigError, EdgeYoloxError, ModelError
+from edge_yolox.events import Tracking
 from edge_yolox.notify import Notifier
 from edge_yolox.sinks import Sink, SinkContext
 from edge_yolox.sources import Source, open_source
@@ -61,10 +62,13 @@ def resolve_model(config: Config) -> ModelFile:
 
 
 def open_detector(config: Config) -> Detector:
+    """The model with the `detect:` settings; with tracking, scores down to track.low (ByteTrack's second
+    association uses them; the record lists those below detect.conf only when they belong to a track)."""
     m, d = config.model, config.detect
     backend = open_model(resolve_model(config), m.threads, input_size=m.input_size, legacy=m.legacy,
                          class_names=m.class_names or None, options=m.options)
-    return Detector(backend, conf=d.conf, iou=d.iou, class_agnostic=d.agnostic, max_det=d.max_det,
+    conf = min(d.conf, config.track.low) if config.track.enabled else d.conf
+    return Detector(backend, conf=conf, iou=d.iou, class_agnostic=d.agnostic, max_det=d.max_det,
                     classes=d.classes or None)
 
 
@@ -127,11 +131,12 @@ class Meter:
 
 class Pipeline:
     def __init__(self, config: Config, detector: Detector, source: Source, sinks: list[Sink],
-                 notifier: Optional[Notifier] = None):
+                 notifier: Optional[Notifier] = None, tracking: Optional[Tracking] = None):
         self.config = config
         self.detector = detector
         self.source = source
         self.sinks = sinks
+        self.tracking = tracking  # detections -> tracks -> events, when track.enabled
         self.notifier = notifier or Notifier()  # silent: only the `run` command passes systemd's
         self.stop_event = threading.Event()
         self.frames = 0
@@ -174,6 +179,8 @@ class Pipeline:
         finally:
             self.notifier.stopping()
             self.send_stats()
+            if self.tracking is not None:
+                self.tracking.close()
             close_all(self.sinks)
             self.source.close()
             self.detector.close()
@@ -194,14 +201,17 @@ class Pipeline:
 
     def process(self, frame) -> None:
         dets, latency = self.detector.detect(frame.image, frame.prepared)
-        detections = self.detector.to_json(dets)
+        track_ids, tracked = None, {}
+        if self.tracking is not None:
+            dets, track_ids, tracked = self.tracking.update(dets, frame.ts, frame.index, frame.image.shape[:2])
+        detections = self.detector.to_json(dets, track_ids)
         self.frames += 1
         fps = self.meter.add(time.monotonic(), latency, [d["label"] for d in detections])
         record: dict[str, Any] = {
             "ts": round(frame.ts, 3), "frame": frame.index, "source": self.source.name,
             "board": self.config.board, "model": self.detector.meta.name, "size": list(frame.image.shape[:2]),
             "latency_ms": {k: round(v, 2) for k, v in latency.items()}, "fps": round(fps, 2),
-            "detections": detections,
+            "detections": detections, **tracked,
         }
         if frame.name:
             record["image"] = frame.name
@@ -252,11 +262,16 @@ def run(config: Config, notifier: Optional[Notifier] = None) -> int:
         opened.callback(detector.close)
         source = open_source(config.source, config.camera, detector.prepare)
         opened.callback(source.close)
+        tracking = Tracking(config, detector.class_names, source.fps) if config.track.enabled else None
+        if tracking is not None:
+            opened.callback(tracking.close)
         ctx = SinkContext(device=config.device, board=config.board, model=detector.meta.name,
-                          source=source.name, class_names=tuple(detector.class_names), fps=source.fps)
+                          source=source.name, class_names=tuple(detector.class_names), fps=source.fps,
+                          tracking=tracking is not None, zones=tracking.zones if tracking else (),
+                          lines=tracking.lines if tracking else ())
         sinks = build_sinks(config, ctx)
         opened.callback(close_all, sinks)
-        pipeline = Pipeline(config, detector, source, sinks, notifier)
+        pipeline = Pipeline(config, detector, source, sinks, notifier, tracking)
         opened.pop_all()  # from here Pipeline.run closes them
     log.info("running %s on %s (%s, %d threads), board %s", detector.meta.name, source.name,
              detector.backend.name, config.model.threads, config.board)

@@ -9,10 +9,12 @@ import time
 
 import pytest
 from hostile import (
+    LINE_TOTALS,
     MARKER_NAME,
     NON_UTF8_CONFIG,
     UNIT_INJECTIONS,
     YAML_CONFIGS,
+    ZONES_FILES,
     coco_mutations,
     demo_meta,
     evil_pickle,
@@ -119,6 +121,32 @@ def test_errors_name_the_file_that_set_the_key(tmp_path):
     result = cli(*RUN, "--model", DEMO, "--config", config)
     assert_rejected(result, str(config), "outputs.stdout")
     assert "boards/x86.yaml" not in result.stderr
+
+
+# ---- zones files and the line totals kept across restarts
+
+
+@pytest.mark.parametrize("name", sorted(ZONES_FILES))
+def test_hostile_zones_files(tmp_path, name):
+    content, fragment = ZONES_FILES[name]
+    zones = tmp_path / "zones.yaml"
+    zones.write_text(content)
+    result = cli(*RUN, "--model", DEMO, "--zones", zones, "--state-dir", tmp_path, timeout=60)
+    assert_rejected(result, str(zones), fragment)
+    assert not (ROOT / MARKER_NAME).exists()
+
+
+def test_corrupt_line_totals_are_kept_aside_and_the_run_goes_on(tmp_path):
+    state = tmp_path / "lines.json"
+    state.write_bytes(LINE_TOTALS["deep nesting"])
+    result = cli(*RUN, "--model", DEMO, "--line", "gate=0.5,0,0.5,1", "--state-dir", tmp_path, timeout=60)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    (warning,) = [line for line in result.stderr.splitlines() if line.strip()]
+    (aside,) = tmp_path.glob("lines.json.corrupt-*")
+    assert str(state) in warning and aside.name in warning and "start at zero" in warning
+    assert aside.read_bytes() == LINE_TOTALS["deep nesting"]
+    assert not state.exists()  # nothing crossed, nothing written
+    assert all(json.loads(line)["lines"] == {"gate": {}} for line in result.stdout.splitlines())
 
 
 # ---- model bundles: schema-checked meta.json, files confined to the bundle
