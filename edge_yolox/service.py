@@ -13,9 +13,12 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from edge_yolox.errors import ConfigError, EdgeYoloxError
+
+if TYPE_CHECKING:
+    from edge_yolox.config import Config
 
 UNIT_DIR = "etc/systemd/system"
 GROUPS = ("video", "dialout")  # cameras (/dev/video*, /dev/media*, Pi /dev/vchiq) and serial ports
@@ -70,17 +73,18 @@ def _check_name(name: str) -> str:
     return name
 
 
-def run_layer(run_args: list[str]) -> tuple[Optional[str], dict]:
+def run_layer(run_args: list[str]) -> tuple[Optional[str], dict, Config]:
     """The board and the config layer (user YAML from --config, the --zones file, then the flags) that `run` would
-    use."""
+    use, and the config they give, validated like `run` does (errors name the file that set the key)."""
     from edge_yolox.arguments import Parser
-    from edge_yolox.config import merge, read_yaml, read_zones
+    from edge_yolox.config import load_config, merge, read_yaml, read_zones
     from edge_yolox.files import read_text
     from edge_yolox.runflags import add_run_arguments, overrides_from_args
 
     parser = Parser(prog="edge-yolox service install -- ")
     add_run_arguments(parser)
     args = parser.parse_args(run_args[1:] if run_args[:1] == ["--"] else run_args)
+    loaded = load_config(args.board, args.config, overrides_from_args(args), args.zones)
     layer: dict = {}
     if args.config:
         layer = read_yaml(read_text(args.config, "config"), args.config)
@@ -88,7 +92,7 @@ def run_layer(run_args: list[str]) -> tuple[Optional[str], dict]:
         layer = merge(layer, read_zones(args.zones), args.zones, {})
     layer = merge(layer, overrides_from_args(args), "command line", {})
     board = args.board or layer.pop("board", None)
-    return board, layer
+    return board, layer, loaded
 
 
 def _absolute(value: str) -> str:
@@ -103,7 +107,6 @@ def render(name: str, user: str, run_args: list[str], watchdog_s: int = 30, grou
     import yaml
 
     from edge_yolox import __version__
-    from edge_yolox.config import load_config
     from edge_yolox.sources import uses_argus
 
     _check_name(name)
@@ -111,8 +114,7 @@ def render(name: str, user: str, run_args: list[str], watchdog_s: int = 30, grou
         raise ConfigError(f"service --user: invalid value {user!r}; allowed: an unprivileged user name")
     if watchdog_s < 2:
         raise ConfigError(f"service --watchdog: invalid value {watchdog_s}; allowed: >= 2 seconds")
-    board, layer = run_layer(run_args)
-    loaded = load_config(board, None, layer)  # validated like `run`: a bad argument fails the install, not the boot
+    board, layer, loaded = run_layer(run_args)  # a bad argument fails the install, not the boot
     state = f"/var/lib/{name}"
     notes: list[str] = []
     credentials: list[str] = []

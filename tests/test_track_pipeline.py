@@ -12,6 +12,7 @@ import yaml
 from runtime_helpers import cli, onnx_model, records, video
 
 from edge_yolox.classes import COCO_NAMES
+from edge_yolox.errors import ConfigError
 from edge_yolox.service import render
 
 FRAMES = 240  # the first person walks in around frame 62 and out around 200; the second comes in at 230
@@ -116,13 +117,14 @@ def test_zone_classes_are_checked_against_the_model(tmp_path):
 def test_service_install_renders_tracking_and_zones(tmp_path):
     zones = tmp_path / "zones.yaml"
     zones.write_text(yaml.safe_dump(ZONES))
-    rendered = render("cam", "edge-yolox", ["--", "--source", "synthetic", "--model", str(onnx_model()), "--track",
-                                            "--zones", str(zones), "--line", "exit=0,0.9,1,0.9",
-                                            "--state-dir", "/srv/state"])
+    base = ["--", "--source", "synthetic", "--model", str(onnx_model()), "--zones", str(zones)]
+    rendered = render("cam", "edge-yolox", [*base, "--track", "--line", "exit=0,0.9,1,0.9", "--state-dir", "/srv/s"])
     config = yaml.safe_load(rendered.config)
     assert config["track"] == {"enabled": True}
     assert config["zones"] == ZONES["zones"]  # the file's content: the service does not depend on it later
     assert config["lines"] == {**ZONES["lines"], "exit": {"points": [[0.0, 0.9], [1.0, 0.9]]}}
-    assert any("runtime.state_dir /srv/state will be read-only" in note for note in rendered.notes)
-    assert not any("state_dir" in note for note in render("cam", "edge-yolox", [
-        "--", "--source", "synthetic", "--model", str(onnx_model()), "--zones", str(zones)]).notes)
+    assert any("runtime.state_dir /srv/s will be read-only" in note for note in rendered.notes)
+    assert not any("state_dir" in note for note in render("cam", "edge-yolox", base).notes)
+    zones.write_text("zones:\n  d:\n    polygon: [[0, 0], [1, 0]]\n")
+    with pytest.raises(ConfigError, match=rf"^{zones}: zones\.d\.polygon: "):  # the file, as `run` says it
+        render("cam", "edge-yolox", base)
