@@ -4,19 +4,23 @@ motmetrics (MOTA, IDF1, ID switches; HOTA through TrackEval when it is installed
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from types import SimpleNamespace
 
 import motmetrics as mm
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from edge_yolox.config import TrackConfig
 from edge_yolox.detector import Detector
+from edge_yolox.events import Events
 from edge_yolox.runflags import demo_model
-from edge_yolox.sequences import Truth
+from edge_yolox.scene import CLASSES
+from edge_yolox.sequences import GATE_LAYOUT, Truth
 from edge_yolox.sources.synthetic import open_sequence
 from edge_yolox.tracker import Tracker, TrackResult
+from edge_yolox.zones import Line, Zone
 
 SIZE = (320, 416)  # h, w: the demo model's 320 input letterboxes it at 0.77
 FPS = 30.0
@@ -47,9 +51,9 @@ class Hypothesis:
     boxes: np.ndarray
 
 
-def sequence(name: str, seed: int, frames: int) -> Iterator[tuple[np.ndarray, Truth]]:
+def sequence(name: str, seed: int, frames: int, size: tuple[int, int] = SIZE) -> Iterator[tuple[np.ndarray, Truth]]:
     """(frame, ground truth) of the first `frames` frames (fewer when the script ends) of sequence `name`."""
-    reader = open_sequence(name, SIZE[1], SIZE[0], FPS, seed)
+    reader = open_sequence(name, size[1], size[0], FPS, seed)
     for _ in range(frames):
         frame = reader.grab()
         if frame is None:
@@ -78,8 +82,7 @@ def as_tracks(truth: Truth) -> np.ndarray:
 
 def tracker() -> Tracker:
     """ByteTrack with the default `track:` settings, at the sequences' frame rate."""
-    return Tracker(SimpleNamespace(thresh=0.5, low=0.1, match=0.8, buffer=30, frame_rate=0, max_tracks=1000,
-                                   per_class=False), FPS)
+    return Tracker(TrackConfig(), FPS)
 
 
 def track(played: Played, tracker: Tracker) -> list[TrackResult]:
@@ -143,3 +146,43 @@ def hota(frames: list) -> float | None:
         "similarity_scores": [overlap for _, _, overlap in frames],
     }
     return float(np.mean(HOTA().eval_sequence(data)["HOTA"]))
+
+
+def regions(layout: dict = GATE_LAYOUT) -> tuple[tuple[Zone, ...], tuple[Line, ...]]:
+    """The zones and lines of a `--zones` file's content, with the default classes (all) and min_frames."""
+    zones = tuple(Zone(name, tuple(map(tuple, z["polygon"]))) for name, z in layout.get("zones", {}).items())
+    lines = tuple(Line(name, *map(tuple, ln["points"])) for name, ln in layout.get("lines", {}).items())
+    return zones, lines
+
+
+def tally(size: tuple[int, int], frames: Iterable[tuple[np.ndarray, np.ndarray]]) -> tuple[Counter, dict]:
+    """What edge_yolox.events counts on the gate layout from a tracker's (tracks, ended) per frame: the zone
+    entries and leaves and line crossings {(type, zone or line, direction or ""): n}, and the last counts (the
+    record's `zones` and `lines`)."""
+    events = Events(*regions(), TrackConfig(), CLASSES)
+    out: Counter = Counter()
+    counts: dict = {}
+    for t, (tracks, ended) in enumerate(frames):
+        happened, counts = events.update(t / FPS, t, size, tracks, ended)
+        out.update(event_key(e) for e in happened if e["type"] in ("enter", "leave", "cross"))
+    return out, counts
+
+
+def event_key(event: dict) -> tuple[str, str, str]:
+    """(type, zone or line, direction or "") of an event."""
+    return event["type"], event.get("zone") or event.get("line") or "", event.get("direction", "")
+
+
+def truth_tracks(truths: Iterable[Truth]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The ground truth as a tracker's output per frame: (tracks [M, 7], ended ids); an id ends on the frame
+    after its last (a shape never comes back)."""
+    before = np.zeros(0, np.int64)
+    for truth in truths:
+        yield as_tracks(truth), np.setdiff1d(before, truth.ids)
+        before = truth.ids
+
+
+def count_events(played: Played, results: list[TrackResult]) -> tuple[Counter, Counter]:
+    """(events counted from the tracker's results, from the ground truth) on the gate layout: the same Events
+    engine fed the tracker's tracks, and the ground-truth identities."""
+    return tally(SIZE, [(r.tracks, r.ended) for r in results])[0], tally(SIZE, truth_tracks(played.truths))[0]

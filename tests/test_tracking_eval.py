@@ -4,9 +4,25 @@ and the events counted on the gate script equal to its ground truth's."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pytest
-from mot_helpers import Hypothesis, hypotheses, play, score, sequence, track, tracker
+import yaml
+from mot_helpers import (
+    Hypothesis,
+    count_events,
+    event_key,
+    hypotheses,
+    play,
+    score,
+    sequence,
+    tally,
+    track,
+    tracker,
+    truth_tracks,
+)
+from runtime_helpers import cli, records
 
 from edge_yolox.config import CameraConfig, SourceConfig
 from edge_yolox.detector import Detector
@@ -130,3 +146,36 @@ def test_demo_model_and_bytetrack_meet_the_floors(played):
     for key, r in results.items():
         assert r["mota"] >= 0.85 and r["idf1"] >= 0.80 and r["num_switches"] <= 2, (key, r)
     assert sum(r["num_switches"] for r in results.values()) <= 5
+
+
+# What the gate script was written to do (edge_yolox.sequences.gate): five crossings, three rightwards ("in": the
+# left of a -> b, pointing down the screen, is its right), and two visits to the bay.
+GATE_EVENTS = {("cross", "gate", "in"): 3, ("cross", "gate", "out"): 2, ("enter", "bay", ""): 2,
+               ("leave", "bay", ""): 2}
+
+
+def test_events_from_the_tracker_equal_the_ground_truths(played):
+    """The events engine fed the tracker's output counts what it counts fed the ground-truth identities, and
+    that is what the script was written to do."""
+    gate = played["gate", 0]
+    counted, truth = count_events(gate, track(gate, tracker()))
+    assert truth == GATE_EVENTS
+    assert counted == truth
+
+
+def test_run_counts_the_gate_script_like_its_ground_truth(tmp_path):
+    """`edge-yolox run --source synthetic:gate --zones gate.yaml` with the demo model, as a user runs it (the x86
+    board's 640x480 camera size): one new track per shape, and the events and the last record's per-label
+    occupancy and line totals equal those of the ground truth at that size."""
+    zones = tmp_path / "gate.yaml"
+    zones.write_text(yaml.safe_dump(GATE_LAYOUT))
+    result = cli("-q", "run", "--board", "x86", "--threads", "1", "--source", "synthetic:gate", "--model",
+                 demo_model(), "--zones", zones, "--state-dir", tmp_path / "state")
+    assert result.returncode == 0, result.stderr
+    out = records(result.stdout)
+    events = [e for r in out for e in r["events"]]
+    truth, counts = tally((480, 640), truth_tracks(t for _, t in sequence("gate", 0, 1000, (480, 640))))
+    assert truth == GATE_EVENTS
+    assert Counter(event_key(e) for e in events if e["type"] in ("enter", "leave", "cross")) == truth
+    assert sum(e["type"] == "new" for e in events) == 7
+    assert {k: out[-1][k] for k in ("zones", "lines")} == counts
