@@ -58,3 +58,24 @@ def nano_onnx_outputs():
         image, ratio = letterbox(frame, (416, 416))
         result[name] = (session.run(None, {"images": to_nchw(image)})[0], ratio, frame.shape[:2])
     return result
+
+
+@pytest.fixture()
+def broker(tmp_path):
+    """A real mosquitto on 127.0.0.1 (tests/mqtt_helpers.py), killed after the test."""
+    from mqtt_helpers import Broker  # here: mqtt_helpers imports this module
+
+    b = Broker(tmp_path / "broker").start()
+    yield b
+    b.kill()
+
+
+@pytest.fixture()
+def subscriber(broker, request):
+    """A subscriber to everything on `broker`; durable in tests named *outage*, whose session must survive a
+    broker kill."""
+    from mqtt_helpers import Subscriber
+
+    s = Subscriber(broker, durable="outage" in request.node.name)
+    yield s
+    s.close()

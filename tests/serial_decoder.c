@@ -1,4 +1,5 @@
-/* Decoder for edge-yolox binary serial frames (COBS + CRC-16/CCITT-FALSE, little-endian).
+/* Decoder for edge-yolox binary serial frames (COBS + CRC-16/CCITT-FALSE, little-endian), versions 1 and 2
+   (2 appends a u16 track id to each detection; 0 = not tracked).
    Portable C99, no allocation: feed it the bytes between two 0x00 delimiters. */
 #include <stddef.h>
 #include <stdint.h>
@@ -27,25 +28,29 @@ static int cobs_decode(uint8_t *buf, size_t n) {
 static uint16_t u16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
 static uint32_t u32(const uint8_t *p) { return u16(p) | (uint32_t)u16(p + 2) << 16; }
 
-typedef struct { uint16_t class_id; float score; uint16_t box[4]; } detection_t;
+typedef struct { uint16_t class_id; float score; uint16_t box[4]; uint16_t track_id; } detection_t;
 
-/* One frame -> its detections (at most max); returns their number, or -1 when damaged (CRC, length). */
-int edge_yolox_decode(uint8_t *buf, size_t n, uint32_t *frame, detection_t *dets, int max) {
+/* One frame -> its version, frame index and detections (at most max); returns their number, or -1 when damaged
+   (CRC, length) or of an unknown version. */
+int edge_yolox_decode(uint8_t *buf, size_t n, uint8_t *version, uint32_t *frame, detection_t *dets, int max) {
     int len = cobs_decode(buf, n);
     if (len < 17 || crc16_ccitt(buf, (size_t)len - 2) != u16(buf + len - 2)) return -1;
-    int count = buf[14];
-    if (buf[0] != 1 || len != 17 + 12 * count) return -1;
+    int count = buf[14], size = buf[0] == 1 ? 12 : buf[0] == 2 ? 14 : 0; /* bytes per detection */
+    if (size == 0 || len != 17 + size * count) return -1;
+    *version = buf[0];
     *frame = u32(buf + 2);
     for (int k = 0; k < count && k < max; k++) {
-        const uint8_t *d = buf + 15 + 12 * k;
+        const uint8_t *d = buf + 15 + size * k;
         dets[k].class_id = u16(d);
         dets[k].score = u16(d + 2) / 10000.0f;
         for (int j = 0; j < 4; j++) dets[k].box[j] = u16(d + 4 + 2 * j);
+        dets[k].track_id = size == 14 ? u16(d + 12) : 0;
     }
     return count;
 }
 
-#ifdef DECODER_MAIN /* the test's driver: frames on stdin, one line per frame on stdout */
+#ifdef DECODER_MAIN /* the test's driver: frames on stdin, one line per frame on stdout:
+                      "<frame> <count> v<version> <class>:<score>:<x1>,<y1>,<x2>,<y2>:<track_id> ..." */
 #include <stdio.h>
 int main(void) {
     static uint8_t buf[4096];
@@ -58,14 +63,15 @@ int main(void) {
             continue;
         }
         uint32_t frame = 0;
-        int count = n ? edge_yolox_decode(buf, n, &frame, dets, 255) : -2;
+        uint8_t version = 0;
+        int count = n ? edge_yolox_decode(buf, n, &version, &frame, dets, 255) : -2;
         n = 0;
         if (count == -2) continue;
         if (count < 0) { puts("bad"); continue; }
-        printf("%u %d", frame, count);
+        printf("%u %d v%u", frame, count, version);
         for (int k = 0; k < count; k++)
-            printf(" %u:%.4f:%u,%u,%u,%u", dets[k].class_id, dets[k].score, dets[k].box[0], dets[k].box[1],
-                   dets[k].box[2], dets[k].box[3]);
+            printf(" %u:%.4f:%u,%u,%u,%u:%u", dets[k].class_id, dets[k].score, dets[k].box[0], dets[k].box[1],
+                   dets[k].box[2], dets[k].box[3], dets[k].track_id);
         putchar('\n');
     }
     return 0;

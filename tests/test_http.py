@@ -1,5 +1,6 @@
 """Live preview, metrics and health over HTTP, from a real `edge-yolox run` on the real video, read with a
-real HTTP client (urllib) and rendered by headless Chromium; hostile names, idle and slow clients."""
+real HTTP client (urllib) and rendered by headless Chromium; zones, lines and track ids in the preview's pixels
+and in /metrics; hostile names, idle and slow clients."""
 
 from __future__ import annotations
 
@@ -24,9 +25,11 @@ import pytest
 from conftest import system_tool
 from runtime_helpers import ROOT, free_port, onnx_model, video
 
+from edge_yolox import draw
 from edge_yolox.errors import ConfigError
 from edge_yolox.sinks import SinkContext
 from edge_yolox.sinks import http as http_sink
+from edge_yolox.zones import Line, Zone
 
 CTX = SinkContext(device="cam1", board="x86", model="yolox-nano", source="synthetic")
 SAMPLE = re.compile(r'^edge_yolox_[a-z_]+(\{[a-z_]+="(?:[^"\\]|\\.)*"(,[a-z_]+="(?:[^"\\]|\\.)*")*\})? -?[0-9.e+-]+$')
@@ -219,6 +222,74 @@ def test_label_values_are_escaped():
         assert all(SAMPLE.match(line) for line in sink.metrics().splitlines() if not line.startswith("#"))
     finally:
         sink.close()
+
+
+# ---- tracking: zones, lines, track ids
+
+DOOR = Zone("door", ((0.1, 0.3), (0.45, 0.3), (0.45, 0.9), (0.1, 0.9)), ("person",), 3)
+GATE = Line("gate", (0.7, 0.05), (0.7, 0.45), (), "left")
+TRACKING = SinkContext(device="cam1", board="x86", model="yolox-nano", source="synthetic", tracking=True,
+                       zones=(DOOR,), lines=(GATE,))
+
+
+def tracked_record(track_id) -> dict:
+    return {"fps": 10.0, "latency_ms": {"infer": 12.0},
+            "detections": [{"label": "person", "class_id": 0, "score": 0.83, "box": [300.0, 200.0, 380.0, 400.0],
+                            "track_id": track_id}],
+            "zones": {"door": {"person": 1}}, "lines": {"gate": {"person": {"in": 3, "out": 1}}}}
+
+
+def test_zone_occupancy_and_line_crossings_in_metrics_and_stats():
+    name = 'a "quoted"\\zone'  # allowed in a zone name; escaped in the label value
+    sink = http_sink.from_config({"listen": "0"}, TRACKING)
+    try:
+        for k in range(3):
+            sink.write({"frame": k, "detections": [], "zones": {"door": {"person": k, "car": 0}, name: {"person": 5}},
+                        "lines": {"gate": {"person": {"in": 10 + k, "out": 4}}}}, None)
+        sink.write({"frame": 3, "detections": []}, None)  # a record without counts keeps the last ones
+        text = sink.metrics()
+        _, _, body = get(f"http://127.0.0.1:{sink.address[1]}/stats.json")
+    finally:
+        sink.close()
+    samples = [line for line in text.splitlines() if not line.startswith("#")]
+    assert all(SAMPLE.match(line) for line in samples), [s for s in samples if not SAMPLE.match(s)]
+    assert [line for line in samples if "zone_occupancy" in line or "line_crossings" in line] == [
+        'edge_yolox_zone_occupancy{zone="door",label="person"} 2',
+        'edge_yolox_zone_occupancy{zone="door",label="car"} 0',
+        'edge_yolox_zone_occupancy{zone="a \\"quoted\\"\\\\zone",label="person"} 5',
+        'edge_yolox_line_crossings_total{line="gate",label="person",direction="in"} 12',
+        'edge_yolox_line_crossings_total{line="gate",label="person",direction="out"} 4']
+    assert "# TYPE edge_yolox_zone_occupancy gauge" in text and "# TYPE edge_yolox_line_crossings_total counter" in text
+    stats = json.loads(body)
+    assert stats["zones"] == {"door": {"person": 2, "car": 0}, name: {"person": 5}}
+    assert stats["lines"] == {"gate": {"person": {"in": 12, "out": 4}}}
+
+
+def test_preview_screenshot_shows_zones_lines_and_track_ids(tmp_path):
+    """Headless Chromium renders the page of a sink fed a tracked detection: the zone's translucent fill is in
+    the polygon on screen, and the label above the box is the tracked one (`#7 person 0.83`), not the plain one."""
+    chromium = chromium_or_skip()
+    frame = np.full((480, 640, 3), 90, np.uint8)
+    sink = http_sink.from_config({"listen": "0", "quality": 95}, TRACKING)
+    shot = tmp_path / "preview.png"
+    try:
+        with feeding(sink, tracked_record(7), [frame]):
+            subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                            "--window-size=1000,520", "--virtual-time-budget=4000", f"--screenshot={shot}",
+                            f"http://127.0.0.1:{sink.address[1]}/"], check=True, capture_output=True, timeout=120,
+                           cwd=tmp_path)
+    finally:
+        sink.close()
+    stream = cv2.imread(str(shot))[:480, :640].astype(np.float64)  # the <img>, at its own size
+    fill = np.array(draw.region_color(0)) * draw.ZONE_ALPHA + 90 * (1 - draw.ZONE_ALPHA)
+    assert np.abs(stream[300:400, 100:200].mean(axis=(0, 1)) - fill).max() < 6  # inside the door zone
+    assert np.abs(stream[40:120, 100:200].mean(axis=(0, 1)) - 90).max() < 6  # above it: the plain frame
+    trails = {7: [(340, 400)] * 2}
+    renders = {tid: draw.annotate(frame, tracked_record(tid), (DOOR,), (GATE,), trails).astype(np.float64)
+               for tid in (7, None)}
+    band = (slice(180, 200), slice(300, 480))  # the label above the box
+    diff = {tid: np.abs(stream[band] - render[band]).mean() for tid, render in renders.items()}
+    assert diff[7] < 15 and diff[None] > 3 * diff[7], diff  # measured 11 and 59: JPEG blurs the saturated text
 
 
 # ---- hostile data and hostile clients

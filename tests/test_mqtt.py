@@ -25,20 +25,6 @@ CTX = SinkContext(device="cam1", board="x86", model="yolox-nano", source="synthe
                   class_names=("person", "bicycle", "car"))
 
 
-@pytest.fixture()
-def broker(tmp_path):
-    b = Broker(tmp_path / "broker").start()
-    yield b
-    b.kill()
-
-
-@pytest.fixture()
-def subscriber(broker, request):
-    s = Subscriber(broker, durable="outage" in request.node.name)  # its session must survive a broker kill
-    yield s
-    s.close()
-
-
 def record(index: int, labels: tuple[str, ...] = ("person",)) -> dict:
     dets = [{"label": label, "class_id": CTX.class_names.index(label), "score": 0.9, "box": [1.0, 2.0, 30.0, 40.0]}
             for label in labels]

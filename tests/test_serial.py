@@ -1,6 +1,7 @@
-"""Serial output over a real pty pair: JSON lines, binary frames decoded by the documented C decoder,
-corrupted bytes rejected by the CRC, a stalled reader never blocks, and the far end vanishing and
-coming back (a USB adapter unplugged and re-plugged behind a stable /dev/serial/by-id symlink)."""
+"""Serial output over a real pty pair: JSON lines, binary frames (version 1, and version 2 with track ids)
+decoded by the documented C decoder, corrupted bytes rejected by the CRC, a stalled reader never blocks, and the
+far end vanishing and coming back (a USB adapter unplugged and re-plugged behind a stable /dev/serial/by-id
+symlink)."""
 
 from __future__ import annotations
 
@@ -17,18 +18,28 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from runtime_helpers import cli
 
 from edge_yolox.errors import ConfigError
+from edge_yolox.runflags import demo_model
 from edge_yolox.sinks import SinkContext, frames
 from edge_yolox.sinks import serial as serial_sink
 
 DECODER_C = Path(__file__).with_name("serial_decoder.c")
 CTX = SinkContext(device="test", board="x86", model="yolox-nano", source="synthetic")
+TRACKING = SinkContext(device="test", board="x86", model="yolox-nano", source="synthetic", tracking=True)
+# A v1 frame as the format was published before version 2 existed (frames.py at commit 5bfc51b): receivers built
+# for it must keep getting these exact bytes.
+V1_GOLDEN = "0201020701010a4bf1235e8002e00102010478200a0215062c0190010203881301010107ffffffffd9b800"
 
 
-def record(index: int, count: int = 2) -> dict:
+def record(index: int, count: int = 2, tracks: bool = False) -> dict:
+    """`tracks`: detections carry track ids as a tracking run's records do (every third one untracked, null)."""
     dets = [{"label": "person", "class_id": k % 80, "score": round(0.5 + k / 1000, 4),
              "box": [10.0 + k, 20.0, 300.5 + k, 400.0]} for k in range(count)]
+    if tracks:
+        for k, det in enumerate(dets):
+            det["track_id"] = None if k % 3 == 2 else 65530 + index + k  # crosses 65535: the u16 wraps to 1
     return {"ts": 1732451234.123 + index, "frame": index, "source": "synthetic", "board": "x86",
             "model": "yolox-nano", "size": [480, 640], "latency_ms": {"pre": 1.0, "infer": 40.0, "post": 0.2},
             "fps": 25.0, "detections": dets}
@@ -101,9 +112,22 @@ def frame_numbers(data: bytes) -> list:
     return out
 
 
-def sink_for(pty: Pty, **kw) -> serial_sink.SerialSink:
+def sink_for(pty: Pty, ctx: SinkContext = CTX, **kw) -> serial_sink.SerialSink:
     section = {"port": str(pty.link), "reconnect_min_s": 0.05, "reconnect_max_s": 0.2, **kw}
-    return serial_sink.from_config(section, CTX)
+    return serial_sink.from_config(section, ctx)
+
+
+def check_c_lines(lines: list[str], sent: list[dict], version: int) -> None:
+    """The C decoder's lines (`<frame> <count> v<version> <class>:<score>:<box>:<track>...`) against the records."""
+    assert len(lines) == len(sent)
+    for line, rec in zip(lines, sent):
+        index, count, tag, *dets = line.split()
+        assert int(index) == rec["frame"] and int(count) == len(rec["detections"]) and tag == f"v{version}"
+        for text, det in zip(dets, rec["detections"]):
+            cls, score, box, track = text.split(":")
+            assert int(cls) == det["class_id"] and abs(float(score) - det["score"]) <= 1e-4
+            assert [int(v) for v in box.split(",")] == [round(v) for v in det["box"]]
+            assert int(track) == (frames.track_u16(det.get("track_id")) if version == 2 else 0)
 
 
 # ---- codec
@@ -121,18 +145,45 @@ def test_crc_matches_stdlib_and_cobs_round_trips(data):
     assert frames.cobs_decode(encoded) == data
 
 
-@given(st.integers(0, 300), st.integers(0, 2**32 - 1))
-def test_binary_frame_round_trip(count, index):
-    rec = record(0, count)
+@given(st.integers(0, 300), st.integers(0, 2**32 - 1), st.sampled_from(frames.VERSIONS))
+def test_binary_frame_round_trip(count, index, version):
+    rec = record(index % 10, count, tracks=True)
     rec["frame"] = index
-    frame_bytes = frames.encode(rec)
+    frame_bytes = frames.encode(rec, version)
     assert frame_bytes.endswith(b"\x00") and 0 not in frame_bytes[:-1]
     decoded = frames.decode(frame_bytes[:-1])
-    assert decoded.frame == index and (decoded.width, decoded.height) == (640, 480)
+    assert decoded.version == version and decoded.frame == index and (decoded.width, decoded.height) == (640, 480)
     assert len(decoded.detections) == min(count, 255) and decoded.flags == (count > 255)
-    for (cls, score, box), det in zip(decoded.detections, rec["detections"]):
+    payload = frames.cobs_decode(frame_bytes[:-1])
+    assert payload[0] == version and len(payload) == 17 + (12, 14)[version - 1] * min(count, 255)
+    for (cls, score, box, track), det in zip(decoded.detections, rec["detections"]):
         assert cls == det["class_id"] and abs(score - det["score"]) <= 0.5e-4
         assert box == tuple(round(v) for v in det["box"])
+        assert track == (frames.track_u16(det["track_id"]) if version == 2 else 0)
+
+
+def test_version_1_bytes_are_unchanged():
+    rec = {"ts": 1732451234.123, "frame": 7, "size": [480, 640],
+           "detections": [{"label": "person", "class_id": 0, "score": 0.8312, "box": [10.4, 20.6, 300.5, 400.0],
+                           "track_id": 3},  # a tracking run's record still makes the v1 bytes: ids left out
+                          {"label": "car", "class_id": 2, "score": 0.5, "box": [0, 0, 65535, 70000]}]}
+    assert frames.encode(rec).hex() == frames.encode(rec, 1).hex() == V1_GOLDEN
+
+
+def test_track_ids_map_into_u16_without_zero():
+    cases = {None: 0, 1: 1, 2: 2, 65535: 65535, 65536: 1, 65537: 2, 131070: 65535, 131071: 1}
+    assert {tid: frames.track_u16(tid) for tid in cases} == cases
+    assert all(frames.track_u16(tid) != 0 for tid in range(1, 300000, 97))
+
+
+def test_unknown_version_is_rejected_by_both_decoders(c_decoder):
+    body = bytearray(frames.cobs_decode(frames.encode(record(0, 2), 2)[:-1]))
+    body[0] = 3
+    body[-2:] = frames.CRC.pack(frames.crc16_ccitt(bytes(body[:-2])))  # a valid CRC: only the version is wrong
+    frame = frames.cobs_encode(bytes(body)) + b"\x00"
+    with pytest.raises(ValueError, match="bad version 3"):
+        frames.decode(frame[:-1])
+    assert c_decode(c_decoder, frame) == ["bad"]
 
 
 def test_bad_config_names_the_key():
@@ -140,6 +191,9 @@ def test_bad_config_names_the_key():
         serial_sink.from_config({"port": "/dev/null", "format": "xml"}, CTX)
     with pytest.raises(ConfigError, match="outputs.serial.port"):
         serial_sink.from_config({}, CTX)
+    for version in (3, -1):
+        with pytest.raises(ConfigError, match=r"^outputs\.serial\.version: invalid value"):
+            serial_sink.from_config({"port": "/dev/null", "version": version}, CTX)
 
 
 def test_flag_parsing():
@@ -147,8 +201,9 @@ def test_flag_parsing():
 
     parser = argparse.ArgumentParser()
     serial_sink.add_arguments(parser)
-    args = parser.parse_args(["--serial", "/dev/ttyUSB0:57600", "--serial-format", "binary"])
-    assert serial_sink.section_from_args(args) == {"port": "/dev/ttyUSB0", "baud": 57600, "format": "binary"}
+    args = parser.parse_args(["--serial", "/dev/ttyUSB0:57600", "--serial-format", "binary", "--serial-version", "2"])
+    assert serial_sink.section_from_args(args) == {"port": "/dev/ttyUSB0", "baud": 57600, "format": "binary",
+                                                   "version": 2}
     assert serial_sink.section_from_args(parser.parse_args(["--serial", "/dev/ttyACM0"])) == {"port": "/dev/ttyACM0"}
 
 
@@ -172,19 +227,45 @@ def test_binary_frames_decode_with_the_documented_c_decoder(pty, c_decoder):
         sink.write(rec)
     data = pty.read(lambda d: d.count(b"\x00") >= 30)
     sink.close()
+    check_c_lines(c_decode(c_decoder, data), sent, 1)
+
+
+@pytest.mark.parametrize(("ctx", "section", "version"), [(TRACKING, {}, 2), (CTX, {"version": 2}, 2),
+                                                           (TRACKING, {"version": 1}, 1)])
+def test_track_ids_in_version_2_frames_decode_in_c(pty, c_decoder, ctx, section, version):
+    """Version 2 by default when the run tracks, either version when asked; one stream mixing tracked and
+    untracked detections and ids past 65535, through a real pty to the C decoder."""
+    sink = sink_for(pty, ctx, format="binary", **section)
+    sent = [record(i, i % 5, tracks=True) for i in range(30)]
+    for rec in sent:
+        sink.write(rec)
+    data = pty.read(lambda d: d.count(b"\x00") >= 30)
+    sink.close()
     lines = c_decode(c_decoder, data)
-    assert len(lines) == 30
-    for line, rec in zip(lines, sent):
-        index, count, *dets = line.split()
-        assert int(index) == rec["frame"] and int(count) == len(rec["detections"])
-        for text, det in zip(dets, rec["detections"]):
-            cls, score, box = text.split(":")
-            assert int(cls) == det["class_id"] and abs(float(score) - det["score"]) <= 1e-4
-            assert [int(v) for v in box.split(",")] == [round(v) for v in det["box"]]
+    check_c_lines(lines, sent, version)
+    assert [f.version for f in map(frames.decode, frames.split(data)[0])] == [version] * 30
+    if version == 2:  # the ids as sent: 65530.. wrapping to 1, and 0 for the untracked ones
+        assert {int(det.rsplit(":", 1)[1]) for line in lines for det in line.split()[3:]} >= {0, 65535, 1}
+
+
+def test_a_tracking_run_sends_version_2_frames_with_its_track_ids(pty, c_decoder, tmp_path):
+    """`edge-yolox run --track --serial PTY --serial-format binary` on the scripted gate sequence: version 2 by
+    default, and the C decoder reads each detection's track id as the run's JSON lines record it."""
+    jsonl = tmp_path / "records.jsonl"
+    reader = threading.Thread(target=lambda: received.append(pty.read(lambda d: d.count(b"\x00") >= 80, 120)))
+    received: list[bytes] = []
+    reader.start()
+    proc = cli("run", "--source", "synthetic:gate", "--model", demo_model(), "--threads", "1", "--track",
+               "--limit", "80", "--no-stdout", "--jsonl", jsonl, "--serial", pty.link, "--serial-format", "binary")
+    reader.join()
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    sent = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert len(sent) == 80 and any(d["track_id"] for r in sent for d in r["detections"])
+    check_c_lines(c_decode(c_decoder, received[0]), sent, 2)
 
 
 def test_corrupted_bytes_are_rejected_and_the_stream_resynchronises(c_decoder):
-    clean = [frames.encode(record(i, 3)) for i in range(5)]
+    clean = [frames.encode(record(i, 3, tracks=True), 1 + i % 2) for i in range(5)]  # both versions mixed
     stream = [bytearray(f) for f in clean]
     stream[1][7] ^= 0x10  # one flipped bit in frame 1
     assert stream[1][7] != 0

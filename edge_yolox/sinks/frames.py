@@ -3,18 +3,22 @@
 Byte layout (all integers little-endian), before COBS:
 
     offset size  field
-    0      1     version (1)
+    0      1     version (1 or 2)
     1      1     flags: bit 0 = detections were truncated to 255
     2      4     frame index (uint32, wraps)
     6      4     timestamp, milliseconds since the Unix epoch modulo 2**32
     10     2     frame width  (pixels)
     12     2     frame height (pixels)
     14     1     n = number of detections
-    15     12*n  per detection: class_id u16, score u16 (score * 10000), x1 u16, y1 u16, x2 u16, y2 u16
-    15+12n 2     CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF, no reflection) of bytes 0 .. 15+12n-1
+    15     s*n   per detection (s = 12 in version 1, 14 in version 2): class_id u16, score u16 (score * 10000),
+                 x1 u16, y1 u16, x2 u16, y2 u16; version 2 appends track_id u16 (0: not part of a track; a
+                 track's id is mapped into 1..65535, wrapping past 65535 back to 1)
+    15+s*n 2     CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF, no reflection) of bytes 0 .. 15+s*n-1
 
 The whole is COBS-encoded (no zero byte inside) and followed by one 0x00 delimiter, so a receiver that
 starts mid-stream or loses bytes resynchronises at the next 0x00, and the CRC rejects damaged frames.
+Version 1 is what receivers written before tracking expect, byte for byte; a receiver tells the two apart by
+byte 0.
 """
 
 from __future__ import annotations
@@ -23,11 +27,11 @@ import binascii
 import struct
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple, Optional
 
-VERSION = 1
+VERSIONS = (1, 2)
 HEADER = struct.Struct("<BBIIHHB")
-DETECTION = struct.Struct("<HHHHHH")
+DETECTION = {1: struct.Struct("<HHHHHH"), 2: struct.Struct("<HHHHHHH")}  # version -> per-detection layout
 CRC = struct.Struct("<H")
 MAX_DETECTIONS = 255
 FLAG_TRUNCATED = 1
@@ -78,29 +82,46 @@ def _u16(value: float) -> int:
     return min(max(int(round(value)), 0), 0xFFFF)
 
 
-def encode(record: dict[str, Any]) -> bytes:
+def track_u16(track_id: Optional[int]) -> int:
+    """A record's track id as the frame's u16: 0 for none, else 1..65535 (id 65536 wraps to 1, never to 0)."""
+    return 0 if track_id is None else (int(track_id) - 1) % 0xFFFF + 1
+
+
+def encode(record: dict[str, Any], version: int = 1) -> bytes:
     """One frame record (ARCHITECTURE.md, "Records") -> COBS frame with its trailing 0x00 delimiter."""
     detections = record.get("detections", [])
     flags = FLAG_TRUNCATED if len(detections) > MAX_DETECTIONS else 0
     detections = detections[:MAX_DETECTIONS]
     height, width = record.get("size", (0, 0))
     ts_ms = int(record.get("ts", time.time()) * 1000) & 0xFFFFFFFF
-    payload = bytearray(HEADER.pack(VERSION, flags, int(record.get("frame", 0)) & 0xFFFFFFFF, ts_ms,
+    payload = bytearray(HEADER.pack(version, flags, int(record.get("frame", 0)) & 0xFFFFFFFF, ts_ms,
                                     _u16(width), _u16(height), len(detections)))
+    layout = DETECTION[version]
     for det in detections:
-        payload += DETECTION.pack(_u16(det["class_id"]), _u16(det["score"] * SCORE_SCALE), *map(_u16, det["box"]))
+        fields = [_u16(det["class_id"]), _u16(det["score"] * SCORE_SCALE), *map(_u16, det["box"])]
+        if version == 2:
+            fields.append(track_u16(det.get("track_id")))
+        payload += layout.pack(*fields)
     payload += CRC.pack(crc16_ccitt(bytes(payload)))
     return cobs_encode(bytes(payload)) + b"\x00"
 
 
+class Detection(NamedTuple):
+    class_id: int
+    score: float
+    box: tuple[int, int, int, int]
+    track_id: int = 0  # 0: none (and always in version 1)
+
+
 @dataclass
 class Frame:
+    version: int
     flags: int
     frame: int
     ts_ms: int
     width: int
     height: int
-    detections: list[tuple[int, float, tuple[int, int, int, int]]]  # (class_id, score, box)
+    detections: list[Detection]
 
 
 def decode(frame: bytes) -> Frame:
@@ -112,13 +133,14 @@ def decode(frame: bytes) -> Frame:
     if crc16_ccitt(body) != crc:
         raise ValueError("CRC mismatch")
     version, flags, index, ts_ms, width, height, count = HEADER.unpack_from(body)
-    if version != VERSION or len(body) != HEADER.size + count * DETECTION.size:
+    layout = DETECTION.get(version)
+    if layout is None or len(body) != HEADER.size + count * layout.size:
         raise ValueError(f"bad version {version} or length {len(body)} for {count} detections")
     detections = []
     for k in range(count):
-        cls, score, *box = DETECTION.unpack_from(body, HEADER.size + k * DETECTION.size)
-        detections.append((cls, score / SCORE_SCALE, tuple(box)))
-    return Frame(flags, index, ts_ms, width, height, detections)
+        cls, score, *rest = layout.unpack_from(body, HEADER.size + k * layout.size)
+        detections.append(Detection(cls, score / SCORE_SCALE, tuple(rest[:4]), *rest[4:]))
+    return Frame(version, flags, index, ts_ms, width, height, detections)
 
 
 def split(stream: bytes) -> tuple[list[bytes], bytes]:

@@ -1,9 +1,11 @@
 """Live preview and metrics over HTTP (`--serve [HOST:]PORT`, off by default, 127.0.0.1 unless a host is given).
 
     /             a small page with the annotated MJPEG stream and live stats (MJPEG itself for non-browsers)
-    /stream.mjpg  the annotated frames as multipart/x-mixed-replace JPEGs
-    /stats.json   the latest record summary and periodic stats
-    /metrics      Prometheus text format: fps, latencies, detections per label, drops, queue depths, temperature
+    /stream.mjpg  the annotated frames (edge_yolox.draw: boxes, track ids, trails, zones, lines) as
+                  multipart/x-mixed-replace JPEGs
+    /stats.json   the latest record summary (with the zones' occupancy and the lines' totals) and periodic stats
+    /metrics      Prometheus text format: fps, latencies, detections per label, drops, queue depths, temperature,
+                  zone occupancy and line crossings
     /healthz      200 while frames flow, 503 when none came for `stale_s` seconds
 
 `write` only keeps a reference to the newest frame. An encoder thread annotates and JPEG-encodes it, at most
@@ -27,6 +29,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from edge_yolox.draw import Trails, annotate
 from edge_yolox.errors import ConfigError
 from edge_yolox.schema import options
 from edge_yolox.sinks.base import Sink, SinkContext
@@ -88,6 +91,8 @@ class HttpSink(Sink):
         self.last_write: Optional[float] = None
         self.last_stats: dict[str, Any] = {}
         self.detections: Counter[str] = Counter()
+        self.counts: dict[str, dict] = {}  # the latest record's "zones" and "lines"
+        self.trails = Trails()  # updated on every record, drawn on the encoded ones
         handler = type("Handler", (Handler,), {"sink": self, "timeout": idle_s})  # timeout: per socket operation
         try:
             self.server = PreviewServer((host, port), handler, max_connections)
@@ -107,6 +112,8 @@ class HttpSink(Sink):
             self.seq += 1
             self.last_write = time.monotonic()
             self.detections.update(d["label"] for d in record["detections"])
+            self.counts.update((k, record[k]) for k in ("zones", "lines") if k in record)
+            self.trails.update(record)
             self.latest = (record, frame) if frame is not None else self.latest
             if self.viewers:
                 self.cond.notify_all()
@@ -120,16 +127,14 @@ class HttpSink(Sink):
     def _encoder(self) -> None:
         import cv2
 
-        from edge_yolox.draw import annotate
-
         while True:
             with self.cond:
                 while not self.closing and not (self.viewers and self.latest and self.seq != self.jpeg_seq):
                     self.cond.wait()
                 if self.closing:
                     return
-                (record, frame), seq = self.latest, self.seq
-            image = annotate(frame, record["detections"], record.get("fps"))
+                (record, frame), seq, trails = self.latest, self.seq, self.trails.paths()
+            image = annotate(frame, record, self.ctx.zones, self.ctx.lines, trails)
             if self.width and image.shape[1] > self.width:
                 scale = self.width / image.shape[1]
                 image = cv2.resize(image, (self.width, round(image.shape[0] * scale)), interpolation=cv2.INTER_AREA)
@@ -170,7 +175,8 @@ class HttpSink(Sink):
             return {"device": self.ctx.device, "board": self.ctx.board, "model": self.ctx.model,
                     "source": self.ctx.source, "frames": self.seq, "viewers": self.viewers,
                     "last": {k: record[k] for k in ("frame", "fps", "latency_ms", "detections") if k in record},
-                    "detections_total": dict(self.detections), "stats": self.last_stats}
+                    "detections_total": dict(self.detections), "stats": self.last_stats,
+                    "zones": self.counts.get("zones", {}), "lines": self.counts.get("lines", {})}
 
     def metrics(self) -> str:
         snap = self.snapshot()
@@ -203,6 +209,14 @@ class HttpSink(Sink):
                [({"flag": k}, int(v)) for k, v in stats.get("throttled", {}).items() if isinstance(v, bool)])
         metric("uptime_seconds", "gauge", "Seconds since the run started.", [({}, stats.get("uptime_s"))])
         metric("preview_viewers", "gauge", "Open preview streams.", [({}, snap["viewers"])])
+        metric("zone_occupancy", "gauge", "Tracked objects inside a zone, per label.",
+               [({"zone": zone, "label": label}, n) for zone, labels in snap["zones"].items()
+                for label, n in labels.items()])
+        metric("line_crossings_total", "counter", "Objects that crossed a line, per label and direction (totals "
+               "since the line's state file began).",
+               [({"line": line, "label": label, "direction": direction}, totals.get(direction))
+                for line, labels in snap["lines"].items() for label, totals in labels.items()
+                for direction in ("in", "out")])
         return "\n".join(out) + "\n"
 
     def close(self) -> None:
@@ -359,7 +373,12 @@ async function refresh() {
     if (st.dropped !== undefined) row(rows, "dropped", st.dropped, st.dropped ? "bad" : "");
     for (const [k, v] of Object.entries(st.outputs || {}))
       if (v.queued !== undefined) row(rows, `${k} queue`, v.queued);
-    for (const d of last.detections || []) row(rows, d.label, fixed(d.score, 2));
+    for (const [zone, labels] of Object.entries(s.zones || {}))
+      for (const [label, n] of Object.entries(labels)) row(rows, `${zone} · ${label}`, n);
+    for (const [line, labels] of Object.entries(s.lines || {}))
+      for (const [label, t] of Object.entries(labels)) row(rows, `${line} · ${label}`, `in ${t.in} · out ${t.out}`);
+    for (const d of last.detections || [])
+      row(rows, d.track_id == null ? d.label : `#${d.track_id} ${d.label}`, fixed(d.score, 2));
     $("stats").replaceChildren(...rows);
   } catch (e) { $("title").textContent = "edge-yolox · disconnected"; }
 }

@@ -1,8 +1,28 @@
-"""Detections, status and stats to an MQTT broker (paho-mqtt 2.x), built to survive broker outages.
+"""Detections, events, counts, status and stats to an MQTT broker (paho-mqtt 2.x), built to survive broker outages.
 
 Topics: `<prefix>/<device>/detections` (the frame record, ARCHITECTURE.md "Records", as JSON),
 `<prefix>/<device>/status` (`online` retained on every connect, `offline` retained as the last will and on a clean
 stop) and `<prefix>/<device>/stats` (the runtime's periodic stats, every sink's health under `outputs`).
+With tracking (`--track`):
+- `<prefix>/<device>/events`: one message per event of a record's `events`, in order, the event's flat JSON object
+  as the record has it: `{"type": "new"|"update"|"end"|"enter"|"leave"|"cross", "track_id", "label", "class_id",
+  "score", "box", "ts", "frame"}` plus `zone` (enter/leave), `line` and `direction` (cross), `zones` (new/update),
+  `duration_s` (end/leave). Not retained.
+- `<prefix>/<device>/zones/<zone>/<label>`: the zone's occupancy for that label, an integer, retained; published
+  when it changes, once after start, and again with the first record after each reconnect (a broker restarted
+  without persistence has forgotten its retained messages).
+- `<prefix>/<device>/lines/<line>/<label>/in` and `.../out`: the line's totals, integers, retained, likewise.
+Zone, line and label names become single topic levels: `/ + # %` and control characters in them are
+percent-encoded (`a/b` -> `a%2Fb`), so no name adds a level or a wildcard and no two names share a topic.
+`detections: events` publishes events and counts only, no per-frame records.
+
+Why flat events rather than Frigate's `{"type", "before": {...}, "after": {...}}`: Frigate sends the whole tracked
+object twice because its consumers diff states (sub-labels, snapshots, attributes changing under one event id).
+Ours are facts that happened at one instant (entered, crossed, ended): every message is self-contained, says what
+happened in `type`, and carries only the state at that instant, so an automation needs no diffing and a Home
+Assistant template reads `value_json.zone` or `value_json.direction` directly; a message dropped or duplicated
+(at-least-once) never leaves a consumer with a half-applied before/after pair. The record's own event dicts are
+published unchanged, so stdout, JSON lines, serial JSON and MQTT show one schema.
 
 Delivery: `write` only appends to a bounded queue (the oldest message is dropped, counted and logged when it
 is full). A publisher thread hands messages to paho while connected, at most WINDOW at a time, and a message
@@ -42,7 +62,7 @@ NAME = "mqtt"
 WINDOW = 20  # messages handed to paho and not yet acknowledged (mosquitto's default max_inflight_messages)
 SYNC_INTERVAL_S = 0.5  # journal fsync cadence: what a power cut may cost (an fsync per message wears SD cards)
 COMPACT_MIN_LINES = 1000  # settled journal lines tolerated before a rewrite, however few messages are live
-DETECTION_MODES = ("all", "nonempty", "change")
+DETECTION_MODES = ("all", "nonempty", "change", "events")
 DEFAULTS: dict[str, Any] = {
     "url": "",  # mqtt://[user@]host[:port]/prefix or mqtts://...
     "username": "",  # instead of user@ in the URL
@@ -53,7 +73,7 @@ DEFAULTS: dict[str, Any] = {
     "retain": False,  # retain the last detections message
     "ca_file": "", "cert_file": "", "key_file": "",  # TLS: CA bundle (default: the system's), client cert/key
     "insecure": False,  # TLS without verifying the broker's certificate (self-signed test setups only)
-    "detections": "all",  # all | nonempty (only frames with detections) | change (label counts changed)
+    "detections": "all",  # all | nonempty (frames with detections) | change (label counts changed) | events (none)
     "max_rate": 0.0,  # at most this many detection messages per second (0: no limit)
     "queue_size": 1000,
     "spill": "",  # journal of the queue (unacknowledged messages), resent at start; survives kill -9
@@ -61,9 +81,10 @@ DEFAULTS: dict[str, Any] = {
     "keepalive_s": 30,
     "reconnect_min_s": 0.5,
     "reconnect_max_s": 30.0,
-    "homeassistant": False,  # publish Home Assistant MQTT discovery: a count sensor per label, fps
+    "homeassistant": False,  # Home Assistant discovery: a count sensor per label, fps, zone occupancy, line totals
     "homeassistant_prefix": "homeassistant",
-    "homeassistant_labels": [],  # default: person (when the model has it), else the first class
+    "homeassistant_labels": [],  # default: person (when the model has it), else the first class; also the labels
+    # of the zone and line sensors of zones and lines that take every class
 }
 log = logging.getLogger(__name__)
 
@@ -92,14 +113,15 @@ def add_arguments(parser) -> None:
     g.add_argument("--mqtt-insecure", action="store_true", default=None,
                    help="do not verify the broker certificate (self-signed test setups only)")
     g.add_argument("--mqtt-detections", choices=DETECTION_MODES,
-                   help="which frames to publish: all (default), nonempty, change")
+                   help="which frames to publish: all (default), nonempty, change; events: none, only the tracking "
+                        "events and counts (needs --track)")
     g.add_argument("--mqtt-max-rate", type=float, metavar="HZ", help="at most HZ detection messages per second")
     g.add_argument("--mqtt-queue", type=int, metavar="N", help="messages kept during a broker outage (1000)")
     g.add_argument("--mqtt-spill", metavar="PATH",
                    help="journal file of unacknowledged messages, resent at start (survives crashes)")
     g.add_argument("--mqtt-client-id", metavar="ID", help="MQTT client id (default edge-yolox-<device>)")
     g.add_argument("--mqtt-homeassistant", action="store_true", default=None,
-                   help="publish Home Assistant MQTT discovery (count sensors per label)")
+                   help="publish Home Assistant MQTT discovery (count sensors per label, zone and line)")
 
 
 FLAGS = {"mqtt": "url", "mqtt_password_file": "password_file", "mqtt_password_env": "password_env",
@@ -121,6 +143,12 @@ def _fail(key: str, value: Any, allowed: str) -> ConfigError:
 def _topic_level(text: str) -> str:
     """`text` usable as one topic level (no wildcards or separators)."""
     return "".join("_" if c in "/+#\0" else c for c in text) or "_"
+
+
+def _name_level(name: str) -> str:
+    """A zone, line or label name as exactly one topic level, reversibly: `/ + # %` and control characters
+    percent-encoded (so, unlike _topic_level's `_`, two names never meet in one topic)."""
+    return "".join(f"%{ord(c):02X}" if c in "/+#%" or ord(c) < 0x20 or ord(c) == 0x7F else c for c in name)
 
 
 def _readable(opts: dict, key: str) -> Optional[str]:
@@ -180,6 +208,8 @@ def from_config(section: dict, ctx: SinkContext) -> MqttSink:
         raise _fail("qos", opts["qos"], "0, 1, 2")
     if opts["detections"] not in DETECTION_MODES:
         raise _fail("detections", opts["detections"], ", ".join(DETECTION_MODES))
+    if opts["detections"] == "events" and not ctx.tracking:
+        raise ConfigError(f"outputs.{NAME}.detections: events needs tracking; add --track (track.enabled: true)")
     for key in ("queue_size", "keepalive_s"):
         if opts[key] < 1:
             raise _fail(key, opts[key], ">= 1")
@@ -192,9 +222,22 @@ def from_config(section: dict, ctx: SinkContext) -> MqttSink:
     unknown = [label for label in labels if ctx.class_names and label not in ctx.class_names]
     if opts["homeassistant"] and unknown:
         raise _fail("homeassistant_labels", unknown[0], "labels of the model")
+    if opts["homeassistant"]:
+        _check_object_ids(ctx)
     password = read_password(opts) if settings.username else None
     spill = Path(os.path.expandvars(opts["spill"])).expanduser() if opts["spill"] else None
     return MqttSink(settings, opts, ctx, password, spill, labels)
+
+
+def _check_object_ids(ctx: SinkContext) -> None:
+    """Home Assistant object ids are [a-z0-9_] slugs: two zone (or line) names with one slug would share sensors."""
+    for kind, items in (("zone", ctx.zones), ("line", ctx.lines)):
+        seen: dict[str, str] = {}
+        for item in items:
+            other = seen.setdefault(_slug(item.name), item.name)
+            if other != item.name:
+                raise ConfigError(f"outputs.{NAME}.homeassistant: {kind}s {other!r} and {item.name!r} give the same "
+                                  f"Home Assistant id {_slug(item.name)!r}; rename one")
 
 
 def _open_journal(path: Path) -> Journal:
@@ -217,7 +260,10 @@ class MqttSink(Sink):
         self.settings, self.opts, self.ctx, self.ha_labels = settings, opts, ctx, ha_labels
         device = _topic_level(ctx.device)
         base = f"{settings.prefix}/{device}"
-        self.topics = {kind: f"{base}/{kind}" for kind in ("detections", "status", "stats")}
+        self.base = base
+        self.topics = {kind: f"{base}/{kind}" for kind in ("detections", "status", "stats", "events")}
+        self.counts: dict[str, bytes] = {}  # retained count topic -> the payload last queued for it
+        self.recount = False  # set on each reconnect: queue every count again (the broker may have lost them)
         self.qos, self.retain = int(opts["qos"]), bool(opts["retain"])
         self.min_interval = 1.0 / opts["max_rate"] if opts["max_rate"] else 0.0
         self.last_published = -float("inf")
@@ -274,18 +320,48 @@ class MqttSink(Sink):
     # ---- inference thread: filter, serialise, queue
 
     def write(self, record: dict[str, Any], frame: Optional[np.ndarray] = None) -> None:
+        if self._wanted(record):
+            self._put(Message(self.topics["detections"], _json(record), self.qos, self.retain))
+        for event in record.get("events", ()):
+            self._put(Message(self.topics["events"], _json(event), self.qos, False))
+        if self.recount:
+            self.recount = False
+            self.counts.clear()
+        for topic, value in self._count_topics(record):
+            payload = str(int(value)).encode()
+            if self.counts.get(topic) != payload:
+                self.counts[topic] = payload
+                self._put(Message(topic, payload, self.qos, True))
+
+    def _wanted(self, record: dict[str, Any]) -> bool:
+        """Whether this frame's record is published under the `detections` mode and `max_rate`."""
         detections = record.get("detections", [])
         mode = self.opts["detections"]
-        if mode == "nonempty" and not detections:
-            return
+        if mode == "events" or (mode == "nonempty" and not detections):
+            return False
         labels = Counter(d["label"] for d in detections) if mode == "change" else None
         if labels is not None and labels == self.last_labels:
-            return
+            return False
         now = time.monotonic()
         if now - self.last_published < self.min_interval:
-            return
+            return False
         self.last_published, self.last_labels = now, labels
-        self._put(Message(self.topics["detections"], _json(record), self.qos, self.retain))
+        return True
+
+    def _count_topics(self, record: dict[str, Any]) -> list[tuple[str, int]]:
+        """(topic, value) of every zone occupancy and line total in the record."""
+        out = [(self._zone_topic(zone, label), n) for zone, labels in record.get("zones", {}).items()
+               for label, n in labels.items()]
+        out += [(self._line_topic(line, label, direction), totals[direction])
+                for line, labels in record.get("lines", {}).items() for label, totals in labels.items()
+                for direction in ("in", "out")]
+        return out
+
+    def _zone_topic(self, zone: str, label: str) -> str:
+        return f"{self.base}/zones/{_name_level(zone)}/{_name_level(label)}"
+
+    def _line_topic(self, line: str, label: str, direction: str) -> str:
+        return f"{self.base}/lines/{_name_level(line)}/{_name_level(label)}/{direction}"
 
     def stats(self, stats: dict[str, Any]) -> None:
         self._put(Message(self.topics["stats"], _json(stats), self.qos, False))
@@ -305,7 +381,9 @@ class MqttSink(Sink):
     def _enqueue(self, message: Message) -> None:
         """Under self.cond."""
         if len(self.queue) >= self.opts["queue_size"]:
-            self._settle(self.queue.popleft())
+            dropped = self.queue.popleft()
+            self._settle(dropped)
+            self.counts.pop(dropped.topic, None)  # a lost count: queued again with the next record
             self.counters["dropped"] += 1
             if not self.drop_logged:  # once per outage; the stats carry the count
                 log.warning("mqtt: queue full (%d messages); dropping the oldest", self.opts["queue_size"])
@@ -365,6 +443,7 @@ class MqttSink(Sink):
         with self.cond:
             self.direct.update(own)
             self.connected, self.outage_logged, self.drop_logged = True, False, False
+            self.recount = self.recount or self.counters["connects"] > 0  # a reconnect: see self.recount
             self.counters["connects"] += 1
             self.cond.notify_all()
 
@@ -398,7 +477,9 @@ class MqttSink(Sink):
             self.cond.notify_all()
 
     def _discovery(self) -> list[tuple[str, bytes]]:
-        """Home Assistant MQTT discovery: one count sensor per label and an fps sensor, tied to our status."""
+        """Home Assistant MQTT discovery, tied to our status: one count sensor per label (not in `events` mode,
+        where no records are published), an fps sensor, an occupancy sensor per zone and label, and a total per
+        line, label and direction. A zone or line that takes every class gets sensors for `ha_labels`."""
         from edge_yolox import __version__
 
         device_id = f"edge_yolox_{_topic_level(self.ctx.device)}"
@@ -409,9 +490,20 @@ class MqttSink(Sink):
         count = "{{ value_json.detections | selectattr('label', 'equalto', LABEL) | list | count }}"
         sensors = {f"{_slug(label)}_count": {"name": f"{label} count", "state_topic": self.topics["detections"],
                                              "value_template": count.replace("LABEL", json.dumps(label))}
-                   for label in self.ha_labels}
+                   for label in self.ha_labels if self.opts["detections"] != "events"}
         sensors["fps"] = {"name": "fps", "state_topic": self.topics["stats"], "unit_of_measurement": "fps",
                           "value_template": "{{ value_json.fps }}"}
+        for zone in self.ctx.zones:
+            for label in zone.classes or self.ha_labels:
+                sensors[f"zone_{_slug(zone.name)}_{_slug(label)}"] = {
+                    "name": f"{zone.name} {label}", "state_topic": self._zone_topic(zone.name, label),
+                    "icon": "mdi:account-multiple"}
+        for line in self.ctx.lines:
+            for label in line.classes or self.ha_labels:
+                for direction in ("in", "out"):
+                    sensors[f"line_{_slug(line.name)}_{_slug(label)}_{direction}"] = {
+                        "name": f"{line.name} {label} {direction}", "state_class": "total_increasing",
+                        "state_topic": self._line_topic(line.name, label, direction), "icon": "mdi:counter"}
         prefix = self.opts["homeassistant_prefix"]
         return [(f"{prefix}/sensor/{device_id}/{key}/config",
                  _json({**common, **config, "unique_id": f"{device_id}_{key}"})) for key, config in sensors.items()]

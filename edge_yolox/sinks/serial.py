@@ -1,5 +1,10 @@
 """Detections to a serial port (pyserial): JSON lines, or compact COBS/CRC-16 binary frames (see frames.py).
 
+Binary frames come in two layouts: version 1 (no track ids) and version 2 (a track id per detection).
+`version: 0` (the default) picks 2 when the run tracks (`--track`), else 1, so a receiver built for version 1
+keeps working until tracking is turned on; set it to pin one. JSON lines carry the record as it is (track ids,
+events, counts included).
+
 A writer thread owns the port: it alone opens, writes and closes it. `write` only queues (bounded, oldest
 dropped and counted). A message, once started, is written whole: a stalled reader holds it (each
 `write_timeout_s` without room counts a timeout) while newer messages wait in the queue, so the reader gets
@@ -26,14 +31,16 @@ from edge_yolox.sinks.base import Sink, SinkContext
 NAME = "serial"
 FORMATS = ("json", "binary")
 DELIMITER = {"json": b"\n", "binary": b"\x00"}
-DEFAULTS = {"port": "", "baud": 115200, "format": "json", "write_timeout_s": 0.5, "queue_size": 64,
-            "stats": False, "reconnect_min_s": 0.5, "reconnect_max_s": 10.0}
+DEFAULTS = {"port": "", "baud": 115200, "format": "json", "version": 0, "write_timeout_s": 0.5, "queue_size": 64,
+            "stats": False, "reconnect_min_s": 0.5, "reconnect_max_s": 10.0}  # version 0: 2 with --track, else 1
 log = logging.getLogger(__name__)
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--serial", metavar="PORT[:BAUD]", help="detections to a serial port, e.g. /dev/ttyUSB0:115200")
     parser.add_argument("--serial-format", choices=FORMATS, help="json lines (default) or binary COBS/CRC-16 frames")
+    parser.add_argument("--serial-version", type=int, choices=frames.VERSIONS,
+                        help="binary frame layout: 1, or 2 with track ids (default: 2 with --track, else 1)")
 
 
 def section_from_args(args) -> Optional[dict]:
@@ -44,6 +51,8 @@ def section_from_args(args) -> Optional[dict]:
     section: dict[str, Any] = {"port": port, "baud": int(baud)} if baud.isdigit() and port else {"port": spec}
     if getattr(args, "serial_format", None):
         section["format"] = args.serial_format
+    if getattr(args, "serial_version", None):
+        section["version"] = args.serial_version
     return section
 
 
@@ -53,6 +62,9 @@ def from_config(section: dict, ctx: SinkContext) -> SerialSink:
         raise ConfigError(f"outputs.{NAME}.port: required (e.g. /dev/ttyUSB0)")
     if opts["format"] not in FORMATS:
         raise ConfigError(f"outputs.{NAME}.format: invalid value {opts['format']!r}; allowed: {', '.join(FORMATS)}")
+    if opts["version"] not in (0, *frames.VERSIONS):
+        raise ConfigError(f"outputs.{NAME}.version: invalid value {opts['version']!r}; allowed: 0 (2 when tracking, "
+                          f"else 1), 1, 2")
     for key in ("baud", "queue_size"):
         if opts[key] < 1:
             raise ConfigError(f"outputs.{NAME}.{key}: invalid value {opts[key]!r}; allowed: >= 1")
@@ -60,8 +72,10 @@ def from_config(section: dict, ctx: SinkContext) -> SerialSink:
         raise ConfigError(f"outputs.{NAME}.write_timeout_s: invalid value {opts['write_timeout_s']!r}; allowed: > 0")
     if not 0 < opts["reconnect_min_s"] <= opts["reconnect_max_s"]:
         raise ConfigError(f"outputs.{NAME}.reconnect_min_s: must be > 0 and <= reconnect_max_s")
+    version = int(opts["version"]) or (2 if ctx.tracking else 1)
     return SerialSink(opts["port"], int(opts["baud"]), opts["format"], float(opts["write_timeout_s"]),
-                      int(opts["queue_size"]), opts["stats"], (opts["reconnect_min_s"], opts["reconnect_max_s"]))
+                      int(opts["queue_size"]), opts["stats"], (opts["reconnect_min_s"], opts["reconnect_max_s"]),
+                      version=version)
 
 
 def _open_port(port: str, baud: int):
@@ -75,8 +89,8 @@ class SerialSink(Sink):
 
     def __init__(self, port: str, baud: int = 115200, fmt: str = "json", write_timeout: float = 0.5,
                  queue_size: int = 64, with_stats: bool = False, backoff: tuple[float, float] = (0.5, 10.0),
-                 opener: Callable = _open_port):
-        self.port_name, self.baud, self.format = port, baud, fmt
+                 opener: Callable = _open_port, version: int = 1):
+        self.port_name, self.baud, self.format, self.version = port, baud, fmt, version
         self.write_timeout, self.with_stats, self.backoff, self.opener = write_timeout, with_stats, backoff, opener
         self.queue: deque[bytes] = deque()
         self.queue_size = queue_size
@@ -93,7 +107,7 @@ class SerialSink(Sink):
 
     def write(self, record: dict[str, Any], frame: Optional[np.ndarray] = None) -> None:
         if self.format == "binary":
-            self._put(frames.encode(record))
+            self._put(frames.encode(record, self.version))
         else:
             self._put(json.dumps(record, separators=(",", ":")).encode() + b"\n")
 
@@ -170,7 +184,8 @@ class SerialSink(Sink):
             self.port = port
             self.counters["reopens"] += self.failing
         self.failing = False
-        log.info("serial %s open at %d baud (%s)", self.port_name, self.baud, self.format)
+        log.info("serial %s open at %d baud (%s)", self.port_name, self.baud,
+                 f"binary v{self.version}" if self.format == "binary" else self.format)
         return True
 
     def _send(self, data: bytes, resync: bool) -> bool:

@@ -1,4 +1,5 @@
-"""Annotated frames to a video file (.mp4, .avi, .mkv) or to numbered JPEGs in a folder (`--save`)."""
+"""Annotated frames to a video file (.mp4, .avi, .mkv) or to numbered JPEGs in a folder (`--save`): what the
+preview shows (edge_yolox.draw: boxes, track ids and trails, zones and lines with their counts)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any, Optional
 import cv2
 import numpy as np
 
-from edge_yolox.draw import annotate
+from edge_yolox.draw import Trails, annotate
 from edge_yolox.errors import ConfigError
 from edge_yolox.schema import options
 from edge_yolox.sinks.base import Sink, SinkContext
@@ -33,16 +34,18 @@ def from_config(section: dict, ctx: SinkContext) -> VideoSink:
     if not opts["path"]:
         raise ConfigError(f"outputs.{NAME}.path: required (a .mp4/.avi/.mkv file or a folder)")
     fps = float(opts["fps"]) or ctx.fps or 10.0
-    return VideoSink(Path(opts["path"]).expanduser(), fps)
+    return VideoSink(Path(opts["path"]).expanduser(), fps, ctx)
 
 
 class VideoSink(Sink):
     name = NAME
     wants_frames = True
 
-    def __init__(self, path: Path, fps: float):
+    def __init__(self, path: Path, fps: float, ctx: SinkContext):
         self.path = path
         self.fps = fps
+        self.zones, self.lines = ctx.zones, ctx.lines
+        self.trails = Trails()
         self.writer: Optional[cv2.VideoWriter] = None
         self.to_folder = path.suffix.lower() not in CODECS
         target = path if self.to_folder else path.parent
@@ -55,7 +58,8 @@ class VideoSink(Sink):
     def write(self, record: dict[str, Any], frame: Optional[np.ndarray] = None) -> None:
         if frame is None:
             return
-        image = annotate(frame, record["detections"], record.get("fps"))
+        self.trails.update(record)
+        image = annotate(frame, record, self.zones, self.lines, self.trails.paths())
         if self.to_folder:
             cv2.imwrite(str(self.path / f"frame_{record['frame']:06d}.jpg"), image)
         else:
