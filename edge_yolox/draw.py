@@ -11,6 +11,8 @@ from typing import Any, Optional
 import cv2
 import numpy as np
 
+from edge_yolox.zones import anchor_points
+
 # Zones and lines, by their place in the config: saturated colours that boxes (golden-ratio hues at full value)
 # rarely take. BGR.
 REGION_COLORS = ((255, 0, 255), (255, 255, 0), (0, 165, 255), (0, 255, 0), (255, 128, 0), (128, 0, 255))
@@ -29,18 +31,14 @@ def region_color(index: int) -> tuple[int, int, int]:
     return REGION_COLORS[index % len(REGION_COLORS)]
 
 
-def anchor(box: Sequence[float]) -> tuple[int, int]:
-    """The bottom centre of a box: where a walking object touches the floor (the tracker's default anchor)."""
-    return int(round((box[0] + box[2]) / 2)), int(round(box[3]))
-
-
 class Trails:
     """The recent anchor points of each track, from the records: at most `length` points per track and
     `max_tracks` tracks (the least recently seen go first); a track is forgotten when its `end` event comes or
     after `forget_after` records without it. Not thread-safe: the caller serialises update and paths."""
 
-    def __init__(self, length: int = 32, forget_after: int = 30, max_tracks: int = 256):
+    def __init__(self, length: int = 32, forget_after: int = 30, max_tracks: int = 256, anchor: str = "bottom"):
         self.length, self.forget_after, self.max_tracks = length, forget_after, max_tracks
+        self.anchor = anchor  # track.anchor: the trail follows the point zones and lines test
         self.tracks: OrderedDict[int, tuple[int, deque]] = OrderedDict()  # id -> (last update seen, points)
         self.updates = 0
 
@@ -52,7 +50,8 @@ class Trails:
                 continue
             _, points = self.tracks.pop(track_id, (0, None))
             points = points if points is not None else deque(maxlen=self.length)
-            points.append(anchor(det["box"]))
+            x, y = anchor_points(det["box"], self.anchor)[0]
+            points.append((int(round(x)), int(round(y))))
             self.tracks[track_id] = (self.updates, points)  # to the end: the order is last seen
         for event in record.get("events", ()):
             if event.get("type") == "end":

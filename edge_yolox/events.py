@@ -35,7 +35,7 @@ from edge_yolox.errors import ConfigError
 from edge_yolox.files import load_json
 from edge_yolox.schema import check
 from edge_yolox.tracker import Tracker
-from edge_yolox.zones import Line, Zone, crossing, inside, side
+from edge_yolox.zones import Line, Zone, anchor_points, crossing, inside, side
 
 if TYPE_CHECKING:
     from edge_yolox.config import Config, TrackConfig
@@ -68,7 +68,7 @@ class Events:
     def __init__(self, zones: Sequence[Zone], lines: Sequence[Line], config: TrackConfig, class_names: Sequence[str],
                  state_dir: Optional[Path] = None, clock: Callable[[], float] = time.monotonic):
         self.zones, self.lines, self.names = tuple(zones), tuple(lines), list(class_names)
-        self.bottom = config.anchor == "bottom"
+        self.anchor = config.anchor
         self.interval = config.update_interval_s
         self.tracks: dict[int, _Track] = {}
         self.seen = {z.name: dict.fromkeys(z.classes, 0) for z in self.zones}  # labels the counts list, ordered
@@ -93,8 +93,7 @@ class Events:
         polygons, segments = self._geometry(int(size[0]), int(size[1]))
         tracks = np.asarray(tracks, np.float64).reshape(-1, 7)
         boxes = tracks[:, 1:5]
-        anchors = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2,
-                            boxes[:, 3] if self.bottom else (boxes[:, 1] + boxes[:, 3]) / 2], axis=1)
+        anchors = anchor_points(boxes, self.anchor)
         within = [inside(polygon, anchors) for polygon in polygons]
         self.now = {"ts": round(ts, 3), "frame": frame}
         events: list[dict[str, Any]] = []

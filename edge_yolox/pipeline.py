@@ -268,7 +268,7 @@ def run(config: Config, notifier: Optional[Notifier] = None) -> int:
         ctx = SinkContext(device=config.device, board=config.board, model=detector.meta.name,
                           source=source.name, class_names=tuple(detector.class_names), fps=source.fps,
                           tracking=tracking is not None, zones=tracking.zones if tracking else (),
-                          lines=tracking.lines if tracking else ())
+                          lines=tracking.lines if tracking else (), anchor=config.track.anchor)
         sinks = build_sinks(config, ctx)
         opened.callback(close_all, sinks)
         pipeline = Pipeline(config, detector, source, sinks, notifier, tracking)

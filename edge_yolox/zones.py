@@ -127,6 +127,14 @@ class Line:
 # ---- geometry
 
 
+def anchor_points(boxes: np.ndarray, anchor: str = "bottom") -> np.ndarray:
+    """[N, 2] the point of each xyxy box that zones and lines test: its bottom centre (`bottom`, where a walking
+    object touches the floor) or its centre."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    y = boxes[:, 3] if anchor == "bottom" else (boxes[:, 1] + boxes[:, 3]) / 2
+    return np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, y], axis=1)
+
+
 def degenerate(polygon: np.ndarray) -> bool:
     """Whether [N, 2] corners enclose no area: their shoelace area is nil next to their extent (rounding aside)."""
     x, y = polygon[:, 0] - polygon[:, 0].min(), polygon[:, 1] - polygon[:, 1].min()

@@ -62,6 +62,12 @@ def test_trails_keep_recent_anchor_points_and_forget_ended_and_unseen_tracks():
     assert list(trails.paths()) == [107, 108, 109]
 
 
+def test_trails_follow_the_configured_anchor():
+    trails = draw.Trails(anchor="center")  # track.anchor: center, as zones and lines test it
+    trails.update({"detections": [det(1, (10.0, 0.0, 30.0, 50.0))]})
+    assert trails.paths() == {1: [(20, 25)]}
+
+
 # ---- boxes, zones, lines
 
 

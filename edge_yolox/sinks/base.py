@@ -20,6 +20,7 @@ class SinkContext:
     tracking: bool = False  # records carry track ids, `events` (and `zones`/`lines` counts when configured)
     zones: tuple = ()  # edge_yolox.zones.Zone, classes in the model's spelling
     lines: tuple = ()  # edge_yolox.zones.Line
+    anchor: str = "bottom"  # track.anchor: the box point zones and lines test (trails follow it)
 
 
 class Sink:

@@ -92,7 +92,7 @@ class HttpSink(Sink):
         self.last_stats: dict[str, Any] = {}
         self.detections: Counter[str] = Counter()
         self.counts: dict[str, dict] = {}  # the latest record's "zones" and "lines"
-        self.trails = Trails()  # updated on every record, drawn on the encoded ones
+        self.trails = Trails(anchor=ctx.anchor)  # updated on every record, drawn on the encoded ones
         handler = type("Handler", (Handler,), {"sink": self, "timeout": idle_s})  # timeout: per socket operation
         try:
             self.server = PreviewServer((host, port), handler, max_connections)

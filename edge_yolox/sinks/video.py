@@ -45,7 +45,7 @@ class VideoSink(Sink):
         self.path = path
         self.fps = fps
         self.zones, self.lines = ctx.zones, ctx.lines
-        self.trails = Trails()
+        self.trails = Trails(anchor=ctx.anchor)
         self.writer: Optional[cv2.VideoWriter] = None
         self.to_folder = path.suffix.lower() not in CODECS
         target = path if self.to_folder else path.parent
