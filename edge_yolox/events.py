@@ -91,7 +91,11 @@ class Events:
     def update(self, ts: float, frame: int, size: Sequence[int], tracks: np.ndarray,
                ended: np.ndarray) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         polygons, segments = self._geometry(int(size[0]), int(size[1]))
-        tracks = np.asarray(tracks, np.float64).reshape(-1, 7)
+        tracks = np.array(tracks, np.float64).reshape(-1, 7)
+        # The Kalman box of an object leaving the frame overshoots its edge; clipped like detections, its bottom
+        # anchor stays on a line ending at the border instead of passing below its end point.
+        tracks[:, [1, 3]] = tracks[:, [1, 3]].clip(0, int(size[1]))
+        tracks[:, [2, 4]] = tracks[:, [2, 4]].clip(0, int(size[0]))
         boxes = tracks[:, 1:5]
         anchors = anchor_points(boxes, self.anchor)
         within = [inside(polygon, anchors) for polygon in polygons]

@@ -98,8 +98,9 @@ def overrides_from_args(args: argparse.Namespace) -> dict:
         set_key(tree, "source.uri", "camera")
     if args.source:
         set_key(tree, "source.uri", args.source)
-    if args.demo:
-        set_key(tree, "source.uri", "synthetic")
+    if args.demo:  # with tracking, scripted traffic that enters, crosses and leaves (the bouncing scene never leaves)
+        tracking = args.track or args.zones or args.zone or args.line
+        set_key(tree, "source.uri", "synthetic:tracks" if tracking else "synthetic")
         if not args.model:
             set_key(tree, "model.path", str(demo_model()))
     for flag, kind, key in (("zone", "zones", "polygon"), ("line", "lines", "points")):

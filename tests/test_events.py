@@ -121,6 +121,15 @@ def test_crossings_in_and_out_by_direction():
     assert kinds(run.step(track(1, 160, 50))) == [("cross", 1, "gate", "in")]
 
 
+def test_a_box_overshooting_the_frame_is_clipped_before_its_anchor_is_tested():
+    """A Kalman box leaving through the bottom edge reaches past it (bottom 108 in a 100-high frame): clipped like a
+    detection, its anchor crosses GATE (which ends at the border) instead of passing below the end point."""
+    run = Run(zones=())
+    run.step(track(1, 140, 108))
+    (cross,) = run.step(track(1, 160, 108))
+    assert kinds([cross]) == [("cross", 1, "gate", "out")] and cross["box"][3] == SIZE[0]
+
+
 def test_touching_the_line_is_not_crossing_and_crossing_from_it_counts_once():
     run = Run(zones=())
     run.step(track(1, 140, 50))
