@@ -37,7 +37,8 @@ FloatArray as_float(const py::handle& obj, size_t index) {
 py::list postprocess(const py::sequence& outputs, std::pair<int, int> input_size, float conf, float iou,
                      bool class_agnostic, int max_det, bool multi_label, bool apply_sigmoid, bool decode_boxes,
                      std::vector<int> strides, const std::string& layout, std::vector<float> ratios,
-                     std::vector<std::pair<float, float>> pads, std::vector<std::pair<float, float>> frame_sizes) {
+                     std::vector<std::pair<float, float>> pads, std::vector<std::pair<float, float>> frame_sizes,
+                     bool nms) {
     std::vector<FloatArray> arrays;  // keeps converted copies alive while the core reads them
     std::vector<yolox::Tensor> tensors;
     for (size_t i = 0; i < py::len(outputs); ++i) {
@@ -49,6 +50,7 @@ py::list postprocess(const py::sequence& outputs, std::pair<int, int> input_size
     std::tie(opts.in_h, opts.in_w) = input_size;
     opts.conf = conf;
     opts.iou = iou;
+    opts.nms = nms;
     opts.class_agnostic = class_agnostic;
     opts.max_det = max_det;
     opts.multi_label = multi_label;
@@ -134,8 +136,9 @@ PYBIND11_MODULE(_core, m) {
     m.def("postprocess", &postprocess, py::arg("outputs"), py::arg("input_size"), py::arg("conf"), py::arg("iou"),
           py::arg("class_agnostic"), py::arg("max_det"), py::arg("multi_label"), py::arg("apply_sigmoid"),
           py::arg("decode_boxes"), py::arg("strides"), py::arg("layout"), py::arg("ratios"), py::arg("pads"),
-          py::arg("frame_sizes"),
-          "Decode + NMS for a batch: returns one float32 [K, 6] array (x1, y1, x2, y2, score, class_id) per image.");
+          py::arg("frame_sizes"), py::arg("nms") = true,
+          "Decode + NMS (nms=False: threshold + top-k, for end-to-end models) for a batch: returns one float32 "
+          "[K, 6] array (x1, y1, x2, y2, score, class_id) per image.");
     m.def("grid_shapes", &yolox::grid_shapes, py::arg("in_h"), py::arg("in_w"), py::arg("strides"),
           "(h, w) of each stride's head map for an input of in_h x in_w: ceil(size / stride), the model's own rule.");
     py::class_<LockedTracker>(m, "ByteTracker", "ByteTrack multi-object tracker (csrc/tracker.h).")

@@ -38,6 +38,28 @@ std::vector<Detection> nms(std::vector<Detection> dets, float iou_threshold, boo
     return kept;
 }
 
+std::vector<Detection> top_k(std::vector<Detection> dets, int max_det) {
+    const auto by_score = [](const Detection& a, const Detection& b) { return a.score > b.score; };
+    if (static_cast<size_t>(max_det) < dets.size()) {
+        // Partition around the max_det-th score, then order the kept part; stable on the input order for ties,
+        // like nms(): nth_element alone is not, so the boundary ties are settled by their original position.
+        std::vector<size_t> order(dets.size());
+        for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+        const auto rank = [&](size_t a, size_t b) {
+            return dets[a].score > dets[b].score || (dets[a].score == dets[b].score && a < b);
+        };
+        std::nth_element(order.begin(), order.begin() + max_det, order.end(), rank);
+        order.resize(static_cast<size_t>(max_det));
+        std::sort(order.begin(), order.end(), rank);
+        std::vector<Detection> kept;
+        kept.reserve(order.size());
+        for (size_t i : order) kept.push_back(dets[i]);
+        return kept;
+    }
+    std::stable_sort(dets.begin(), dets.end(), by_score);
+    return dets;
+}
+
 void unletterbox(std::vector<Detection>& dets, float ratio, float pad_x, float pad_y, float frame_w,
                  float frame_h) {
     for (Detection& d : dets) {

@@ -12,6 +12,10 @@ namespace yolox {
 // boxes ordered by score (ties keep their input order).
 std::vector<Detection> nms(std::vector<Detection> dets, float iou_threshold, bool agnostic, int max_det);
 
+// The end-to-end (NMS-free) selection: the max_det highest-scoring boxes, ordered by score (ties keep their input
+// order), nothing suppressed.
+std::vector<Detection> top_k(std::vector<Detection> dets, int max_det);
+
 // Maps boxes from letterboxed input pixels back to the source frame: subtract the pad, divide by the
 // scale, and clip to [0, frame_w] × [0, frame_h] when those are positive.
 void unletterbox(std::vector<Detection>& dets, float ratio, float pad_x, float pad_y, float frame_w,

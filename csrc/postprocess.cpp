@@ -170,7 +170,8 @@ std::vector<std::vector<Detection>> postprocess(const std::vector<Tensor>& outpu
     for (size_t b = 0; b < n; ++b) {
         candidates.clear();
         decode(batches[b], decode_opts, candidates);
-        results[b] = nms(std::move(candidates), opts.iou, opts.class_agnostic, opts.max_det);
+        results[b] = opts.nms ? nms(std::move(candidates), opts.iou, opts.class_agnostic, opts.max_det)
+                              : top_k(std::move(candidates), opts.max_det);
         const auto [pad_x, pad_y] = at_or_last(opts.pads, b);
         const auto [frame_h, frame_w] = at_or_last(opts.frame_sizes, b);
         unletterbox(results[b], at_or_last(opts.ratios, b), pad_x, pad_y, frame_w, frame_h);

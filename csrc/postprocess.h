@@ -30,6 +30,7 @@ struct PostprocessOptions {
     int in_h = 0, in_w = 0;  // model input size
     float conf = 0.0f;
     float iou = 0.0f;
+    bool nms = true;  // false: an end-to-end model's outputs, threshold + top-k only (iou, class_agnostic unused)
     bool class_agnostic = false;
     int max_det = 0;
     bool multi_label = false;

@@ -51,6 +51,7 @@ class ModelMeta:
     strides: tuple[int, ...] = field(default=STRIDES, metadata={"range": (1, 1024), "min_length": 1})
     sigmoid_applied: bool = True  # obj/cls already in 0-1
     boxes_decoded: bool = False  # boxes already cx, cy, w, h in input pixels
+    nms: bool = True  # false: an end-to-end model (one box per object), threshold + top-k without NMS
     class_names: list[str] = field(default_factory=list)
     variant: str = "unknown"
     precision: str = choice("fp32", "fp16", "int8", default="fp32")
@@ -94,6 +95,7 @@ class ModelMeta:
             "strides": self.strides,
             "apply_sigmoid": not self.sigmoid_applied,
             "decode_boxes": not self.boxes_decoded,
+            "nms": self.nms,
         }
 
 

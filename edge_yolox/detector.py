@@ -32,16 +32,26 @@ class Detector:
     `model` is a loaded Backend or a path for `load_backend` (backend/threads/options pass through).
     `classes` keeps only those classes (ids or names). The backend applies the model's preprocessing
     (meta.preprocess: BGR 0-255, or the legacy RGB/255/mean-std); `legacy=True` forces the latter.
+    An end-to-end model (meta.json `nms: false`) is postprocessed without NMS (threshold + top-k, `iou` and
+    `class_agnostic` unused); `nms=True` forces NMS on it anyway (to compare), `nms=False` skips it on any model.
     """
 
     def __init__(self, model: Union[str, Path, Backend], *, conf: float = CONF, iou: float = IOU,
                  class_agnostic: bool = False, max_det: int = MAX_DET, classes: Optional[Iterable] = None,
-                 backend: Optional[str] = None, threads: Optional[int] = None, **opts: Any):
+                 backend: Optional[str] = None, threads: Optional[int] = None, nms: Optional[bool] = None,
+                 **opts: Any):
         self.backend = model if isinstance(model, Backend) else load_backend(model, backend, threads, **opts)
         self.meta = self.backend.meta
         self.options = dict(conf=conf, iou=iou, class_agnostic=class_agnostic, max_det=max_det,
                             **self.meta.postprocess_options)
+        if nms is not None:
+            self.options["nms"] = nms
         self.keep = None if classes is None else self._class_ids(classes)
+
+    @property
+    def nms(self) -> bool:
+        """Whether detections go through NMS (False for an end-to-end model unless forced)."""
+        return bool(self.options["nms"])
 
     @property
     def class_names(self) -> list[str]:

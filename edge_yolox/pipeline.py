@@ -21,7 +21,7 @@ from typing import Any, Optional
 from edge_yolox import sinks as sink_registry
 from edge_yolox import telemetry
 from edge_yolox.backends import ModelFile, available, find_model, open_model
-from edge_yolox.config import Config
+from edge_yolox.config import COMMAND_LINE, DEFAULTS, Config
 from edge_yolox.detector import Detector
 from edge_yolox.errors import ConfigError, EdgeYoloxError, ModelError
 from edge_yolox.events import Tracking
@@ -68,8 +68,18 @@ def open_detector(config: Config) -> Detector:
     backend = open_model(resolve_model(config), m.threads, input_size=m.input_size, legacy=m.legacy,
                          class_names=m.class_names or None, options=m.options)
     conf = min(d.conf, config.track.low) if config.track.enabled else d.conf
-    return Detector(backend, conf=conf, iou=d.iou, class_agnostic=d.agnostic, max_det=d.max_det,
-                    classes=d.classes or None)
+    detector = Detector(backend, conf=conf, iou=d.iou, class_agnostic=d.agnostic, max_det=d.max_det,
+                        classes=d.classes or None)
+    if not detector.nms:
+        ignored = []
+        for key, flag in (("iou", "--nms"), ("agnostic", "--agnostic")):
+            origin = config.origin(f"detect.{key}")
+            if origin != DEFAULTS:
+                ignored.append(flag if origin == COMMAND_LINE else f"detect.{key} ({origin})")
+        log.log(logging.WARNING if ignored else logging.INFO,
+                "%s is end to end (meta.json nms: false): no NMS, the top %d detections scoring >= %g%s",
+                backend.meta.name, d.max_det, conf, f"; ignored: {', '.join(ignored)}" if ignored else "")
+    return detector
 
 
 def build_sinks(config: Config, ctx: SinkContext) -> list[Sink]:

@@ -7,6 +7,9 @@ Both YOLOX head layouts are accepted:
   grid size, or forced with ``layout``).
 
 Results are float32 [K, 6] arrays of (x1, y1, x2, y2, score, class_id) in source-frame pixels.
+
+End-to-end (NMS-free) models, whose head keeps one box per object, take ``nms=False``: threshold and top-k
+(``max_det``) only; ``iou`` and ``class_agnostic`` are then unused.
 """
 
 from __future__ import annotations
@@ -41,8 +44,10 @@ def postprocess_batch(
     apply_sigmoid: bool = False,
     decode_boxes: bool = True,
     layout: str = "auto",
+    nms: bool = True,
 ) -> list[np.ndarray]:
-    """Decode, threshold, NMS and un-letterbox a batch in one call (the GIL is released meanwhile).
+    """Decode, threshold, NMS (or, with nms=False, only the top max_det by score) and un-letterbox a batch in one
+    call (the GIL is released meanwhile).
 
     input_size: the model input (h, w). ratio/pad/frame_size: the letterbox scale, its (x, y) padding
     and the source (h, w) used for clipping; one value for all images or one per image.
@@ -66,6 +71,7 @@ def postprocess_batch(
         _per_image(ratio, "ratio", np.isscalar, float),
         _per_image(pad, "pad", _is_pair_of_numbers, lambda p: _pair(p, "pad", float)),
         _per_image(frame_size, "frame_size", lambda f: f is None or _is_pair_of_numbers(f), _frame_size),
+        bool(nms),
     )
 
 

@@ -60,10 +60,14 @@ def nms(boxes, scores, classes, iou, agnostic, max_det):
     return np.array(keep, dtype=np.int64)
 
 
+_nms = nms  # postprocess's `nms` flag shadows the function's name
+
+
 def postprocess(rows, input_size, *, conf=0.25, iou=0.45, class_agnostic=False, max_det=100, ratio=1.0,
                 pad=(0.0, 0.0), frame_size=None, strides=(8, 16, 32), multi_label=False, apply_sigmoid=False,
-                decode_boxes=True):
-    """rows: the official [N, 5+C] tensor of one image → float32 [K, 6]."""
+                decode_boxes=True, nms=True):
+    """rows: the official [N, 5+C] tensor of one image → float32 [K, 6]. nms=False: the max_det best by score
+    (an end-to-end model's selection)."""
     rows = np.asarray(rows, np.float32)
     if rows.ndim == 3:
         rows = rows[0]
@@ -92,7 +96,10 @@ def postprocess(rows, input_size, *, conf=0.25, iou=0.45, class_agnostic=False, 
         boxes = boxes[anchor]
         valid = (scores >= conf) & np.all(np.isfinite(boxes), axis=1) & np.isfinite(scores) & (obj[anchor] >= conf)
     boxes, scores, cls_id = boxes[valid], scores[valid], cls_id[valid]
-    keep = nms(boxes, scores, cls_id, iou, class_agnostic, max_det)
+    if nms:
+        keep = _nms(boxes, scores, cls_id, iou, class_agnostic, max_det)
+    else:
+        keep = np.argsort(-scores, kind="stable")[:max_det]
     boxes, scores, cls_id = boxes[keep], scores[keep], cls_id[keep]
     boxes = (boxes - np.array([pad[0], pad[1], pad[0], pad[1]], np.float32)) / np.float32(ratio)
     if frame_size is not None:

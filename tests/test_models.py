@@ -174,7 +174,8 @@ def test_train_mode_outputs_and_loss():
     targets[1, :2] = torch.tensor([[0, 100.0, 64.0, 60.0, 90.0], [2, 30.0, 30.0, 20.0, 20.0]])
     model.head.use_l1 = True
     losses = model(images, targets)
-    assert set(losses) == {"total_loss", "iou_loss", "conf_loss", "cls_loss", "l1_loss", "num_fg"}
+    assert set(losses) == {"total_loss", "iou_loss", "conf_loss", "cls_loss", "l1_loss", "num_fg", "pss_loss"}
+    assert float(losses["pss_loss"]) == 0  # no end-to-end selector
     assert all(torch.isfinite(v) for v in losses.values()) and float(losses["num_fg"].detach()) > 0
     assert float(losses["l1_loss"].detach()) > 0
     losses["total_loss"].backward()

@@ -33,10 +33,28 @@ class Assignment:
     fg: torch.Tensor  # [B, A] bool
     gt_index: torch.Tensor  # [B, A] long, 0 where not foreground
     iou: torch.Tensor  # [B, A] float, 0 where not foreground
+    cost: torch.Tensor  # [B, A] float: the SimOTA cost of the anchor for its ground truth, 0 where not foreground
 
     @property
     def num_fg(self) -> int:
         return int(self.fg.sum())
+
+    def one_to_one(self, num_gt: int) -> torch.Tensor:
+        """[B, A] bool: for each ground truth (of `num_gt` target rows per image), the one of its SimOTA positives
+        that costs least (ties: the lowest anchor index) — the end-to-end head's single positive. A ground truth
+        that lost every positive to cheaper claims of other ground truths gets none."""
+        batch, num_anchors = self.fg.shape
+        key = (torch.arange(batch, device=self.fg.device).unsqueeze(1) * num_gt + self.gt_index)[self.fg]
+        cost = self.cost[self.fg]
+        least = torch.full((batch * num_gt,), float("inf"), dtype=cost.dtype, device=cost.device)
+        least = least.scatter_reduce(0, key, cost, "amin")
+        anchor = torch.arange(num_anchors, device=self.fg.device).expand(batch, -1)[self.fg]
+        cheapest = cost == least[key]
+        first = torch.full((batch * num_gt,), num_anchors, dtype=torch.long, device=cost.device)
+        first = first.scatter_reduce(0, key[cheapest], anchor[cheapest], "amin")
+        chosen = torch.zeros_like(self.fg)
+        chosen[self.fg] = cheapest & (anchor == first[key])
+        return chosen
 
 
 def pairwise_iou(gt: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
@@ -119,12 +137,15 @@ def _assign_chunk(boxes, obj_logits, cls_logits, centers, strides, gt_boxes, gt_
     fg_slot = matching.any(1) & slot_valid
     gt_slot = matching.to(torch.uint8).argmax(1)
     iou_slot = (iou * matching).sum(1)
+    cost_slot = torch.where(matching, cost, 0).sum(1)
     fg = torch.zeros(b, num_anchors, dtype=torch.bool, device=boxes.device).scatter_(1, slots, fg_slot)
     gt_index = torch.zeros(b, num_anchors, dtype=torch.long, device=boxes.device)
     gt_index.scatter_(1, slots, torch.where(fg_slot, gt_slot, 0))
     matched_iou = torch.zeros(b, num_anchors, dtype=iou.dtype, device=boxes.device)
     matched_iou.scatter_(1, slots, torch.where(fg_slot, iou_slot, 0))
-    return fg, gt_index, matched_iou
+    matched_cost = torch.zeros(b, num_anchors, dtype=cost.dtype, device=boxes.device)
+    matched_cost.scatter_(1, slots, torch.where(fg_slot, cost_slot, 0))
+    return fg, gt_index, matched_iou, matched_cost
 
 
 @torch.no_grad()
@@ -155,5 +176,5 @@ def simota_assign(boxes: torch.Tensor, obj_logits: torch.Tensor, cls_logits: tor
                       gt_boxes[i:i + chunk], gt_classes[i:i + chunk], gt_valid[i:i + chunk], mode)
         for i in range(0, batch, chunk)
     ]
-    fg, gt_index, iou = (torch.cat(t) for t in zip(*parts))
-    return Assignment(fg=fg, gt_index=order.gather(1, gt_index) * fg, iou=iou)
+    fg, gt_index, iou, cost = (torch.cat(t) for t in zip(*parts))
+    return Assignment(fg=fg, gt_index=order.gather(1, gt_index) * fg, iou=iou, cost=cost)

@@ -34,8 +34,10 @@ TORCH_BATCH = 8
 DetectFn = Callable[[Sequence[np.ndarray]], list[np.ndarray]]
 
 
-def torch_detect_fn(model: nn.Module, input_size: tuple[int, int], conf: float, iou: float) -> DetectFn:
-    """Batched PyTorch inference (on the model's device and dtype) and the shared C++ postprocess."""
+def torch_detect_fn(model: nn.Module, input_size: tuple[int, int], conf: float, iou: float,
+                    nms: bool = True) -> DetectFn:
+    """Batched PyTorch inference (on the model's device and dtype) and the shared C++ postprocess (`nms` False:
+    threshold and top-k only, for end-to-end models)."""
     import torch
 
     param = next(model.parameters())
@@ -46,7 +48,7 @@ def torch_detect_fn(model: nn.Module, input_size: tuple[int, int], conf: float, 
         boxed = [letterbox(frame, input_size) for frame in frames]
         batch = torch.from_numpy(np.stack([image for image, _ in boxed])).permute(0, 3, 1, 2)
         outputs = model(batch.to(param.device, param.dtype)).float().cpu().numpy()
-        return postprocess_batch(outputs, input_size, conf=conf, iou=iou, decode_boxes=decode,
+        return postprocess_batch(outputs, input_size, conf=conf, iou=iou, decode_boxes=decode, nms=nms,
                                  ratio=[r for _, r in boxed], frame_size=[f.shape[:2] for f in frames])
 
     return detect
@@ -137,16 +139,20 @@ def evaluate(detect: DetectFn, dataset: DetectionDataset, *, batch: int = 1, lim
 
 def evaluate_dataset(model: nn.Module, dataset: DetectionDataset, input_size: tuple[int, int], *,
                      conf: float = OFFICIAL_CONF, iou: float = OFFICIAL_IOU, limit: int = 0, per_class: bool = False,
-                     progress: bool = True) -> dict[str, Any]:
-    """COCO metrics of a PyTorch YOLOX on a dataset at `input_size` (h, w), official settings by default.
+                     progress: bool = True, nms: Optional[bool] = None) -> dict[str, Any]:
+    """COCO metrics of a PyTorch YOLOX on a dataset at `input_size` (h, w), official settings by default; an
+    end-to-end model without NMS unless `nms` says otherwise (models.needs_nms).
     The model is evaluated in eval mode and left in the mode it came in."""
     if model.head.num_classes != dataset.num_classes:
         raise ConfigError(f"the model predicts {model.head.num_classes} classes but {dataset.source} has "
                           f"{dataset.num_classes}")
+    from .models import needs_nms
+
     was_training = model.training
     model.eval()
     try:
-        return evaluate(torch_detect_fn(model, input_size, conf, iou), dataset, batch=TORCH_BATCH, limit=limit,
+        detect = torch_detect_fn(model, input_size, conf, iou, needs_nms(model) if nms is None else nms)
+        return evaluate(detect, dataset, batch=TORCH_BATCH, limit=limit,
                         per_class=per_class, progress=progress)
     finally:
         model.train(was_training)

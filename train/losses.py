@@ -1,5 +1,6 @@
 """YOLOX training loss: SimOTA assignment, then IoU, objectness, class and (no-aug tail) L1 terms,
-each normalised by the number of foreground anchors, as the official head computes them."""
+each normalised by the number of foreground anchors, as the official head computes them; end to end, the
+positive-sample selector's term on top (`pss_loss`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ from .anchors import anchor_grid, decode_boxes
 from .assign import simota_assign
 
 IOU_WEIGHT = 5.0
-LOSS_KEYS = ("total_loss", "iou_loss", "conf_loss", "cls_loss", "l1_loss", "num_fg")  # what yolox_loss returns
+PSS_WEIGHT = 1.0
+LOG_CLAMP = -100.0  # as torch's binary_cross_entropy clamps its log terms
+# what yolox_loss returns (pss_loss 0 without the end-to-end selector)
+LOSS_KEYS = ("total_loss", "iou_loss", "conf_loss", "cls_loss", "l1_loss", "num_fg", "pss_loss")
 
 
 def flatten_outputs(outputs: Sequence[torch.Tensor], strides: Sequence[int]):
@@ -38,14 +42,37 @@ def l1_target(gt: torch.Tensor, grid: torch.Tensor, stride: torch.Tensor, eps: f
     return torch.cat((gt[:, :2] / s - grid, torch.log(gt[:, 2:] / s + eps)), 1)
 
 
+def pss_loss(pss_logits: torch.Tensor, obj_logits: torch.Tensor, cls_logits: torch.Tensor, positive: torch.Tensor,
+             positive_classes: torch.Tensor) -> torch.Tensor:
+    """The end-to-end selector's loss, summed: binary cross-entropy of the final score obj·cls·pss of every anchor
+    and class against 1 at the one-to-one positives (their ground truth's class) and 0 everywhere else, with obj
+    and cls detached (PSS's formulation: the selector learns to pass the one anchor per object and silence its
+    duplicates, in proportion to how strongly each duplicate scores; a background anchor that obj·cls already
+    silences costs it almost nothing).
+
+    pss_logits, obj_logits [B, A]; cls_logits [B, A, C]; positive [B, A] bool; positive_classes [P] long, the
+    classes of positive's True entries in order.
+    """
+    log_p = (F.logsigmoid(obj_logits.detach()).unsqueeze(-1) + F.logsigmoid(cls_logits.detach())
+             + F.logsigmoid(pss_logits).unsqueeze(-1))  # log(obj·cls·pss) [B, A, C]
+    # log(1 - score) from log(score); a score within 1e-6 of 1 stops there (the gradient of log1p(-x) diverges).
+    log_not_p = torch.log(-torch.expm1(log_p.clamp(max=-1e-6)))
+    target = torch.zeros_like(log_p, dtype=torch.bool)
+    target[positive] = F.one_hot(positive_classes, log_p.shape[-1]).bool()
+    return -torch.where(target, log_p, log_not_p).clamp(min=LOG_CLAMP).sum()
+
+
 def yolox_loss(outputs: Sequence[torch.Tensor], strides: Sequence[int], targets: torch.Tensor, use_l1: bool = False,
-               *, assign_mode: str = "center") -> dict[str, torch.Tensor]:
+               *, assign_mode: str = "center", pss: Sequence[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """The official YOLOX loss for raw per-level head outputs.
 
     outputs: [B, 5+C, H, W] per stride, channels (reg 4 raw, obj logit, cls logits);
-    targets: [B, max_labels, 5] rows (class, cx, cy, w, h) in input pixels, all-zero rows are padding.
-    Returns total_loss, iou_loss (already x5), conf_loss, cls_loss, l1_loss and num_fg (foreground anchors per
-    ground truth, as the official head reports it).
+    targets: [B, max_labels, 5] rows (class, cx, cy, w, h) in input pixels, all-zero rows are padding;
+    pss: the end-to-end selector's logits [B, 1, H, W] per stride, or None.
+    Returns total_loss, iou_loss (already x5), conf_loss, cls_loss, l1_loss, num_fg (foreground anchors per
+    ground truth, as the official head reports it) and pss_loss: `pss_loss` over the one-to-one positives (each
+    ground truth's cheapest SimOTA positive, `Assignment.one_to_one`) per ground truth, x PSS_WEIGHT; 0 without
+    `pss`. The selector's term adds to the total but, with its detached inputs, trains only the selector.
     """
     raw, grid, stride = flatten_outputs(outputs, strides)
     raw = raw.float() if raw.dtype == torch.float16 or raw.dtype == torch.bfloat16 else raw
@@ -74,6 +101,15 @@ def yolox_loss(outputs: Sequence[torch.Tensor], strides: Sequence[int], targets:
         loss_l1 = (raw[..., :4][a.fg] - l1).abs().sum() / num_fg
     else:
         loss_l1 = raw.new_zeros(())
-    total = loss_iou + loss_obj + loss_cls + loss_l1
+    num_gt = max(int(gt_valid.sum()), 1)
+    if pss is not None:
+        pss_logits = torch.cat([p.flatten(1) for p in pss], 1).to(raw.dtype)
+        positive = a.one_to_one(targets.shape[1])
+        positive_classes = gt_classes[torch.arange(raw.shape[0], device=raw.device).unsqueeze(1).expand_as(positive)
+                                      [positive], a.gt_index[positive]]
+        loss_pss = PSS_WEIGHT * pss_loss(pss_logits, obj_logits, cls_logits, positive, positive_classes) / num_gt
+    else:
+        loss_pss = raw.new_zeros(())
+    total = loss_iou + loss_obj + loss_cls + loss_l1 + loss_pss
     return {"total_loss": total, "iou_loss": loss_iou, "conf_loss": loss_obj, "cls_loss": loss_cls,
-            "l1_loss": loss_l1, "num_fg": raw.new_tensor(a.num_fg / max(int(gt_valid.sum()), 1))}
+            "l1_loss": loss_l1, "num_fg": raw.new_tensor(a.num_fg / num_gt), "pss_loss": loss_pss}

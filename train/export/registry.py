@@ -23,7 +23,10 @@ def calib_methods() -> dict[str, tuple[str, ...]]:
 def export_bundle(fmt: str, model, out_dir: Path, meta, **options) -> Path:
     """Write `model` as a `fmt` bundle in `out_dir`; `options` are that format's writer keywords (onnx: layout,
     opset, dynamic, stem; ncnn, tflite and openvino: precision, calib, calib_n, calib_method, progress; ncnn also
-    threads)."""
+    threads). An end-to-end model's bundle records `nms: false` (its scores already include the selector)."""
+    from ..models import needs_nms
+
+    meta.nms = needs_nms(model)
     if fmt == "onnx":
         from .onnx import export_onnx as write
     elif fmt == "ncnn":

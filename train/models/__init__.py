@@ -3,6 +3,7 @@
 from .blocks import BaseConv, Bottleneck, CSPLayer, DWConv, Focus, SPPBottleneck, UnshuffleFocus
 from .yolox import (
     PAFPN,
+    PSS_PREFIXES,
     VARIANTS,
     YOLOX,
     CSPDarknet,
@@ -12,9 +13,11 @@ from .yolox import (
     count_flops,
     count_params,
     default_size,
+    needs_nms,
 )
 
 __all__ = [
-    "BaseConv", "Bottleneck", "CSPLayer", "CSPDarknet", "DWConv", "Focus", "PAFPN", "SPPBottleneck", "UnshuffleFocus",
-    "VARIANTS", "Variant", "YOLOX", "YOLOXHead", "build_model", "count_flops", "count_params", "default_size",
+    "BaseConv", "Bottleneck", "CSPLayer", "CSPDarknet", "DWConv", "Focus", "PAFPN", "PSS_PREFIXES", "SPPBottleneck",
+    "UnshuffleFocus", "VARIANTS", "Variant", "YOLOX", "YOLOXHead", "build_model", "count_flops", "count_params",
+    "default_size", "needs_nms",
 ]

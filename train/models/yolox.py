@@ -22,6 +22,8 @@ from .blocks import BaseConv, CSPLayer, Focus, SPPBottleneck, conv_type
 
 IN_CHANNELS = (256, 512, 1024)  # of dark3/4/5 at width 1.0
 PRIOR_PROB = 0.01
+PSS_PRIOR = 0.5  # the positive-sample selector starts neutral: every anchor's score is halved, none is favoured
+PSS_PREFIXES = ("head.pss_convs.", "head.pss_preds.")  # the end-to-end branch's state_dict keys
 
 
 @dataclass(frozen=True)
@@ -107,13 +109,22 @@ class YOLOXHead(nn.Module):
       stride, row-major (undecoded boxes when `decode_in_inference` is False, like the official ONNX export);
     - `split_outputs(features)`: [reg, obj, cls] per stride, NCHW, reg raw, obj/cls sigmoided (for export);
     - train with targets: the loss dict of `edge_yolox.train.losses.yolox_loss`, called as
-      `yolox_loss(outputs, strides, targets, use_l1, assign_mode=...)` with `outputs` the raw per-stride maps
-      [B, 5+C, H, W] and `targets` [B, max_labels, 5] = (class, cx, cy, w, h) in input pixels, zero rows padding;
+      `yolox_loss(outputs, strides, targets, use_l1, assign_mode=..., pss=...)` with `outputs` the raw per-stride
+      maps [B, 5+C, H, W] and `targets` [B, max_labels, 5] = (class, cx, cy, w, h) in input pixels, zero rows
+      padding;
     - train without targets: the raw per-stride maps [B, 5+C, H, W].
+
+    End to end (`e2e=True`, the YOLOX paper's §2.2 after PSS, Zhou et al. 2021): a positive-sample selector per
+    stride — a 3×3 conv (+BN+SiLU; depthwise-separable in the depthwise variants, like the head's own convs) and a
+    1×1 conv to one logit — reads the regression branch's features (the branch objectness reads; PSS found the
+    classification branch worse) through a stop-gradient, so its loss reaches no weight but its own. Its
+    probability multiplies the objectness everywhere the head gives scores (eval output, `split_outputs`): the
+    final score is obj·cls·pss, the outputs keep their layout, and the runtime's decode needs no change. The loss
+    trains it to keep one anchor per object (losses.pss_loss). `use_pss = False` gives the plain head's scores.
     """
 
     def __init__(self, num_classes: int, width: float = 1.0, depthwise: bool = False,
-                 strides: Sequence[int] = STRIDES):
+                 strides: Sequence[int] = STRIDES, e2e: bool = False):
         super().__init__()
         Conv = conv_type(depthwise)
         hidden = int(256 * width)
@@ -130,12 +141,29 @@ class YOLOXHead(nn.Module):
         self.reg_preds = nn.ModuleList(nn.Conv2d(hidden, 4, 1) for _ in strides)
         self.obj_preds = nn.ModuleList(nn.Conv2d(hidden, 1, 1) for _ in strides)
         self.stems = nn.ModuleList(BaseConv(int(c * width), hidden, 1) for c in IN_CHANNELS)
+        self.use_pss = e2e
+        if e2e:
+            self.pss_convs = nn.ModuleList(Conv(hidden, hidden, 3) for _ in strides)
+            self.pss_preds = nn.ModuleList(nn.Conv2d(hidden, 1, 1) for _ in strides)
+        else:
+            self.pss_convs = self.pss_preds = None
         self.initialize_biases(PRIOR_PROB)
+
+    @property
+    def e2e(self) -> bool:
+        """Whether the head has the positive-sample selector (end-to-end, NMS-free)."""
+        return self.pss_preds is not None
 
     def initialize_biases(self, prior_prob: float) -> None:
         """Score biases so that every anchor starts at probability `prior_prob` (stable early training)."""
         for conv in (*self.cls_preds, *self.obj_preds):
             nn.init.constant_(conv.bias, -math.log((1 - prior_prob) / prior_prob))
+        self.initialize_pss()
+
+    def initialize_pss(self) -> None:
+        """The selector's prediction bias at PSS_PRIOR (its convs keep PyTorch's initialisation)."""
+        for conv in self.pss_preds or ():
+            nn.init.constant_(conv.bias, -math.log((1 - PSS_PRIOR) / PSS_PRIOR))
 
     def reset_classes(self, num_classes: int) -> None:
         """New class prediction layers (fresh init, prior bias); everything else is kept."""
@@ -146,26 +174,41 @@ class YOLOXHead(nn.Module):
         for conv in self.cls_preds:
             nn.init.constant_(conv.bias, -math.log((1 - PRIOR_PROB) / PRIOR_PROB))
 
-    def level_logits(self, features: Sequence[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """(reg, obj logit, cls logits) per stride, each [B, ch, H, W]."""
+    def _levels(self, features: Sequence[torch.Tensor], pss: bool):
+        """(reg, obj logit, cls logits, pss logit or None) per stride, each [B, ch, H, W]."""
         levels = []
         for k, x in enumerate(features):
             x = self.stems[k](x)
             reg_feature = self.reg_convs[k](x)
+            # The stop-gradient: the selector learns from the features, never changes them.
+            selector = self.pss_preds[k](self.pss_convs[k](reg_feature.detach())) if pss else None
             levels.append((self.reg_preds[k](reg_feature), self.obj_preds[k](reg_feature),
-                           self.cls_preds[k](self.cls_convs[k](x))))
+                           self.cls_preds[k](self.cls_convs[k](x)), selector))
         return levels
 
+    def level_logits(self, features: Sequence[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """(reg, obj logit, cls logits) per stride, each [B, ch, H, W] (the plain head's, without the selector)."""
+        return [level[:3] for level in self._levels(features, pss=False)]
+
+    def level_scores(self, features: Sequence[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """(reg raw, obj probability, cls probabilities) per stride; with the selector in use, obj is obj·pss."""
+        pss = self.e2e and self.use_pss
+        return [(reg, obj.sigmoid() * selector.sigmoid() if pss else obj.sigmoid(), cls.sigmoid())
+                for reg, obj, cls, selector in self._levels(features, pss)]
+
     def split_outputs(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """[reg8, obj8, cls8, reg16, ...]: reg raw, obj/cls sigmoided — the export layout."""
-        return [t for reg, obj, cls in self.level_logits(features) for t in (reg, obj.sigmoid(), cls.sigmoid())]
+        """[reg8, obj8, cls8, reg16, ...]: reg raw, obj/cls sigmoided (obj·pss end to end) — the export layout."""
+        return [t for level in self.level_scores(features) for t in level]
 
     def loss(self, features: Sequence[torch.Tensor], targets: torch.Tensor,
              use_l1: bool = False) -> dict[str, torch.Tensor]:
-        """The training loss terms (see `yolox_loss`) of these features against `targets`, in any mode."""
+        """The training loss terms (see `yolox_loss`) of these features against `targets`, in any mode; end to end,
+        with the selector's term."""
         from ..losses import yolox_loss  # the training side; only needed for training
 
-        return yolox_loss(self.raw_outputs(features), self.strides, targets, use_l1, assign_mode=self.assign_mode)
+        levels = self._levels(features, self.e2e)
+        return yolox_loss([torch.cat(level[:3], 1) for level in levels], self.strides, targets, use_l1,
+                          assign_mode=self.assign_mode, pss=[level[3] for level in levels] if self.e2e else None)
 
     def raw_outputs(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Per stride [B, 5+C, H, W]: raw regression, objectness and class logits (what the loss takes)."""
@@ -174,8 +217,7 @@ class YOLOXHead(nn.Module):
     def forward(self, features: Sequence[torch.Tensor], targets: torch.Tensor | None = None):
         if self.training:
             return self.raw_outputs(features) if targets is None else self.loss(features, targets, self.use_l1)
-        levels = self.level_logits(features)
-        maps = [torch.cat((reg, obj.sigmoid(), cls.sigmoid()), 1) for reg, obj, cls in levels]
+        maps = [torch.cat(level, 1) for level in self.level_scores(features)]
         flat = torch.cat([m.flatten(2) for m in maps], 2).transpose(1, 2)
         if not self.decode_in_inference:
             return flat
@@ -191,20 +233,55 @@ class YOLOX(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.head = head
+        self.pss_only = False  # freeze_all_but_pss()
 
     def forward(self, x: torch.Tensor, targets: torch.Tensor | None = None):
         return self.head(self.backbone(x), targets)
 
+    def pss_modules(self) -> list[nn.Module]:
+        """The end-to-end selector's modules (none without it)."""
+        return [self.head.pss_convs, self.head.pss_preds] if self.head.e2e else []
 
-def build_model(name: str, num_classes: int = 80) -> YOLOX:
-    """The YOLOX variant `name` (nano, tiny, s, m, l, x) as the official exps/default build it."""
+    def freeze_all_but_pss(self) -> None:
+        """Train only the selector: every other parameter stops requiring gradients and every other module stays in
+        eval mode (BatchNorm keeps its statistics) when the model is put in train mode. Thanks to the stop-gradient
+        the selector learns what it would learn beside a training detector, on a fixed one."""
+        if not self.head.e2e:
+            raise ConfigError("only an end-to-end model (e2e) has a selector to train alone")
+        self.requires_grad_(False)
+        for module in self.pss_modules():
+            module.requires_grad_(True)
+        self.pss_only = True
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> YOLOX:
+        super().train(mode)
+        if mode and self.pss_only:
+            self.backbone.eval()
+            selector = {id(m) for m in self.pss_modules()}
+            for module in self.head.children():
+                if id(module) not in selector:
+                    module.eval()
+        return self
+
+
+def build_model(name: str, num_classes: int = 80, e2e: bool = False) -> YOLOX:
+    """The YOLOX variant `name` (nano, tiny, s, m, l, x) as the official exps/default build it; `e2e` adds the
+    end-to-end positive-sample selector (YOLOXHead), whose keys are the only ones official checkpoints lack."""
     variant = VARIANTS.get(name)
     if variant is None:
         raise ConfigError(f"unknown YOLOX variant {name!r}; choose one of {', '.join(VARIANTS)}")
     if num_classes < 1:
         raise ConfigError(f"num_classes must be at least 1, got {num_classes}")
     return YOLOX(PAFPN(variant.depth, variant.width, variant.depthwise),
-                 YOLOXHead(num_classes, variant.width, variant.depthwise))
+                 YOLOXHead(num_classes, variant.width, variant.depthwise, e2e=e2e))
+
+
+def needs_nms(model: nn.Module) -> bool:
+    """Whether a model's detections need NMS: every model but an end-to-end one scoring with its selector (any
+    module with a `head` answers: YOLOX, the export graph, a QAT model)."""
+    head = getattr(model, "head", None)
+    return not (getattr(head, "e2e", False) and getattr(head, "use_pss", False))
 
 
 def count_params(model: nn.Module) -> int:

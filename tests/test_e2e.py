@@ -1,0 +1,332 @@
+"""End-to-end YOLOX (the paper's §2.2 after PSS): the selector branch, one-to-one assignment, the stop-gradient, the
+NMS-free postprocess against the numpy reference, bundles with `nms: false` through the Detector and `edge-yolox
+run`."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import cv2
+import numpy as np
+import pytest
+from conftest import shared_path
+
+import edge_yolox
+from edge_yolox.bundle import ModelMeta, read_bundle
+from edge_yolox.detector import Detector
+from edge_yolox.preprocess import letterbox, to_nchw
+from tests import reference
+from tests.runtime_helpers import cli, records
+from tests.test_postprocess import to_split
+
+torch = pytest.importorskip("torch")
+
+from edge_yolox.train.assign import bce_class_cost, pairwise_iou, simota_assign  # noqa: E402
+from edge_yolox.train.export import base_meta  # noqa: E402
+from edge_yolox.train.export.registry import export_bundle  # noqa: E402
+from edge_yolox.train.losses import pss_loss  # noqa: E402
+from edge_yolox.train.models import PSS_PREFIXES, build_model, needs_nms  # noqa: E402
+
+from tests.test_assign import batch_inputs, perfect_case  # noqa: E402
+
+
+def targets_of(boxes: list[list[tuple]]) -> torch.Tensor:
+    """[B, max, 5] (class, cx, cy, w, h) from per-image lists, zero rows padding."""
+    out = torch.zeros(len(boxes), max(max(len(b) for b in boxes), 1), 5)
+    for i, rows in enumerate(boxes):
+        for j, row in enumerate(rows):
+            out[i, j] = torch.tensor(row, dtype=torch.float32)
+    return out
+
+
+# ----------------------------------------------------------------------------- the model
+
+
+def test_e2e_state_dict_is_the_official_plus_the_selector():
+    plain, e2e = build_model("nano", 80).state_dict(), build_model("nano", 80, e2e=True).state_dict()
+    extra = e2e.keys() - plain.keys()
+    assert plain.keys() <= e2e.keys() and extra and all(k.startswith(PSS_PREFIXES) for k in extra)
+    assert all(e2e[k].shape == plain[k].shape for k in plain)
+    # one 3x3 (depthwise-separable in the Nano, like its head) conv + BN + SiLU and a 1x1 conv to one logit, per stride
+    assert e2e["head.pss_convs.0.dconv.conv.weight"].shape == (64, 1, 3, 3)
+    assert e2e["head.pss_convs.2.pconv.conv.weight"].shape == (64, 64, 1, 1)
+    assert e2e["head.pss_preds.1.weight"].shape == (1, 64, 1, 1)
+    assert "head.pss_convs.0.conv.weight" in build_model("s", 3, e2e=True).state_dict()  # dense variants: BaseConv
+
+
+def test_score_is_obj_cls_pss_and_use_pss_off_gives_the_plain_head():
+    torch.manual_seed(0)
+    e2e = build_model("nano", 3, e2e=True).eval()
+    plain = build_model("nano", 3).eval()
+    plain.load_state_dict({k: v for k, v in e2e.state_dict().items() if not k.startswith(PSS_PREFIXES)})
+    x = torch.rand(1, 3, 96, 128) * 255
+    with torch.no_grad():
+        out, base = e2e(x), plain(x)
+        features = e2e.backbone(x)
+        selector = torch.cat([p(c(f)).flatten(1) for p, c, f in zip(
+            e2e.head.pss_preds, e2e.head.pss_convs,
+            [e2e.head.reg_convs[k](e2e.head.stems[k](f)) for k, f in enumerate(features)])], 1).sigmoid()
+        split = e2e.head.split_outputs(features)
+    assert torch.equal(out[..., :4], base[..., :4]) and torch.equal(out[..., 5:], base[..., 5:])
+    torch.testing.assert_close(out[..., 4], base[..., 4] * selector[0:1])
+    torch.testing.assert_close(split[1].flatten(), out[0, :split[1].numel(), 4])  # obj8 = obj·pss
+    assert not needs_nms(e2e) and needs_nms(plain)
+    e2e.head.use_pss = False
+    with torch.no_grad():
+        assert torch.equal(e2e(x), base)
+    assert needs_nms(e2e)
+
+
+# ----------------------------------------------------------------------------- one-to-one assignment
+
+
+def two_objects():
+    """Two ground truths on a 224 input, all predictions a fixed box per ground truth region with IoU 0.8, except
+    anchor 1000 (exact box: the cheapest for the first) and, for the second, class logits making anchor 2040 the
+    cheapest among equal IoUs."""
+    boxes, obj, cls, centers, stride, _, _, _ = perfect_case(0.8)
+    boxes = boxes.clone()
+    gt = torch.tensor([[[100.0, 100.0, 40.0, 40.0], [180.0, 60.0, 30.0, 50.0]]], dtype=torch.float64)
+    near_second = (centers - gt[0, 1, :2]).abs().max(1).values < 1.5 * stride
+    boxes[0, near_second] = torch.tensor([180.0, 60.0, 30.0 * 0.8, 50.0], dtype=torch.float64)
+    exact_first = int(((centers - gt[0, 0, :2]).abs().max(1).values < 1.5 * stride).nonzero()[4])
+    boxes[0, exact_first] = gt[0, 0]
+    favoured = int(near_second.nonzero()[3])
+    cls = cls.clone()
+    cls[0, favoured, 1] = 4.0
+    return (boxes, obj, cls, centers, stride, gt, torch.tensor([[0, 1]]), torch.ones(1, 2, dtype=torch.bool)), \
+        exact_first, favoured
+
+
+def test_one_to_one_keeps_exactly_the_cheapest_positive_of_each_ground_truth():
+    inputs, exact_first, favoured = two_objects()
+    a = simota_assign(*inputs)
+    chosen = a.one_to_one(2)
+    assert int(chosen.sum()) == 2
+    assert chosen[0, exact_first] and chosen[0, favoured]
+    for g in (0, 1):  # both ground truths had several SimOTA positives
+        assert int((a.fg & (a.gt_index == g)).sum()) > 1 and int((chosen & (a.gt_index == g)).sum()) == 1
+
+
+def test_one_to_one_ties_go_to_the_lowest_anchor_index():
+    a = simota_assign(*perfect_case(1.0))  # identical predictions: 10 positives of equal cost
+    chosen = a.one_to_one(1)
+    assert a.num_fg == 10 and int(chosen.sum()) == 1
+    assert int(chosen[0].nonzero()[0]) == int(a.fg[0].nonzero()[0])
+
+
+def plain_costs(boxes, obj, cls, gt, gt_cls, centers, stride):
+    """The SimOTA cost of every (ground truth, anchor) pair, written out (no candidate compaction)."""
+    iou = pairwise_iou(gt, boxes)
+    cost = bce_class_cost(cls[None], obj[None], gt_cls[None])[0] - 3.0 * torch.log(iou + 1e-8)
+    inside = ((centers[None] - gt[:, None, :2]).abs() < 1.5 * stride[None, :, None]).all(-1)
+    return cost + 1e6 * ~inside
+
+
+def test_one_to_one_on_random_batches_is_the_least_cost_positive():
+    inputs = batch_inputs(160, [3, 0, 9, 1], seed=1)
+    boxes, obj, cls, centers, stride, gt, gt_cls, valid = inputs
+    a = simota_assign(*inputs)
+    chosen = a.one_to_one(gt.shape[1])
+    for b in range(len(boxes)):
+        cost = plain_costs(boxes[b], obj[b], cls[b], gt[b], gt_cls[b], centers, stride)
+        for g in range(int(valid[b].sum())):
+            mine = (a.fg[b] & (a.gt_index[b] == g)).nonzero()[:, 0]
+            picked = chosen[b, mine].nonzero()[:, 0]
+            if len(mine) == 0:
+                assert len(picked) == 0
+                continue
+            assert len(picked) == 1
+            best = mine[cost[g, mine].argmin()]
+            assert torch.allclose(cost[g, mine[picked[0]]], cost[g, best])
+            assert torch.allclose(a.cost[b, mine], cost[g, mine])
+    assert int(chosen.sum()) == len(torch.unique(torch.stack(torch.where(a.fg))[0] * 100 + a.gt_index[a.fg]))
+
+
+# ----------------------------------------------------------------------------- the loss and the stop-gradient
+
+
+def test_selector_loss_raises_the_chosen_anchor_and_lowers_its_duplicates():
+    # One anchor of 3, class 0 of 2: the chosen anchor 0 and a duplicate 1 both score high; anchor 2 is background.
+    obj = torch.tensor([[3.0, 3.0, -6.0]])
+    cls = torch.tensor([[[3.0, -6.0], [3.0, -6.0], [-6.0, -6.0]]])
+    logits = torch.zeros(1, 3, requires_grad=True)
+    loss = pss_loss(logits, obj, cls, torch.tensor([[True, False, False]]), torch.tensor([0]))
+    loss.backward()
+    loss = loss.detach()
+    g = logits.grad[0]
+    assert g[0] < 0 < g[1] and abs(float(g[2])) < 1e-2 * float(g[1])  # background barely matters
+    # the value: BCE of obj·cls·pss against the one-hot target, over every anchor and class
+    p = (obj.sigmoid()[..., None] * cls.sigmoid() * 0.5)[0]
+    target = torch.tensor([[1.0, 0.0], [0.0, 0.0], [0.0, 0.0]])
+    assert float(loss) == pytest.approx(float(torch.nn.functional.binary_cross_entropy(p, target, reduction="sum")),
+                                        rel=1e-5)
+
+
+def scenes_batch():
+    torch.manual_seed(3)
+    x = torch.rand(2, 3, 96, 96) * 255
+    t = targets_of([[(1, 40, 40, 30, 30)], [(2, 20, 50, 20, 40), (0, 70, 30, 20, 20)]])
+    return x, t
+
+
+def test_stop_gradient_backbone_and_head_grads_are_identical_with_and_without_the_selector_loss():
+    torch.manual_seed(0)
+    e2e = build_model("nano", 3, e2e=True).train()
+    plain = build_model("nano", 3).train()
+    plain.load_state_dict({k: v for k, v in e2e.state_dict().items() if not k.startswith(PSS_PREFIXES)})
+    x, t = scenes_batch()
+    with_pss = e2e(x, t)
+    without = plain(x, t)
+    assert float(with_pss["pss_loss"].detach()) > 0 and float(without["pss_loss"]) == 0
+    for key in ("iou_loss", "conf_loss", "cls_loss"):
+        assert torch.equal(with_pss[key], without[key])
+    with_pss["total_loss"].backward()
+    without["total_loss"].backward()
+    own = dict(plain.named_parameters())
+    for name, p in e2e.named_parameters():
+        if name.startswith(PSS_PREFIXES):
+            assert p.grad is not None and p.grad.abs().sum() > 0, name
+        else:
+            assert torch.equal(p.grad, own[name].grad), name
+    # and the selector's loss alone reaches nothing else
+    e2e.zero_grad(set_to_none=True)
+    e2e(x, t)["pss_loss"].backward()
+    assert all((p.grad is None) == (not n.startswith(PSS_PREFIXES)) for n, p in e2e.named_parameters())
+
+
+def test_frozen_fine_tune_changes_only_the_selector():
+    torch.manual_seed(0)
+    model = build_model("nano", 3, e2e=True)
+    model.freeze_all_but_pss()
+    model.train()
+    assert model.head.training and model.head.pss_convs.training
+    assert not model.backbone.training and not model.head.stems.training and not model.head.reg_convs.training
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(trainable, lr=0.1, momentum=0.9, weight_decay=5e-4)
+    x, t = scenes_batch()
+    for _ in range(2):
+        optimizer.zero_grad(set_to_none=True)
+        model(x, t)["total_loss"].backward()
+        optimizer.step()
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith(PSS_PREFIXES) for k in changed)
+    assert any(k.endswith("running_mean") for k in changed)  # the selector's own BN is in train mode
+
+
+# ----------------------------------------------------------------------------- the NMS-free postprocess
+
+
+def random_rows(seed: int, size=(96, 128), classes=4, duplicates=True):
+    rng = np.random.default_rng(seed)
+    n = sum(math.ceil(size[0] / s) * math.ceil(size[1] / s) for s in (8, 16, 32))
+    rows = np.concatenate([rng.normal(0, 0.5, (n, 4)), rng.uniform(0, 1, (n, 1)) ** 3,
+                           rng.uniform(0, 1, (n, classes))], 1).astype(np.float32)
+    if duplicates:  # four neighbouring anchors give one object's box (IoU >= 0.74) with the same score
+        rows[2:6, :4] = (0.5, 0.5, 3.0, 3.0)
+        rows[2:6, 4] = 0.9
+        rows[2:6, 5:] = 0.0
+        rows[2:6, 5] = 0.9
+    return rows
+
+
+DUPLICATE_SCORE = np.float32(0.9) * np.float32(0.9)
+
+
+@pytest.mark.parametrize("conf", [0.01, 0.3])
+@pytest.mark.parametrize("max_det", [0, 3, 100, 10_000])
+def test_no_nms_equals_the_numpy_reference(conf, max_det):
+    for seed in range(4):
+        rows = random_rows(seed)
+        kw = dict(conf=conf, max_det=max_det, ratio=0.7, pad=(3.0, 5.0), frame_size=(120, 170), nms=False)
+        got = edge_yolox.postprocess(rows, (96, 128), **kw)
+        want = reference.postprocess(rows, (96, 128), **kw)
+        assert got.shape == want.shape and got.shape[0] == min(max_det, int((want[:, 4] >= conf).sum()))
+        np.testing.assert_allclose(got, want, atol=1e-3, rtol=1e-5)
+        assert np.all(np.diff(got[:, 4]) <= 0)
+        with_nms = edge_yolox.postprocess(rows, (96, 128), **{**kw, "nms": True, "iou": 0.45})
+        assert len(with_nms) <= len(got)
+
+
+def test_no_nms_keeps_overlapping_boxes_and_takes_split_maps_and_batches():
+    rows = random_rows(7, size=(64, 64), classes=2)
+    kw = dict(conf=0.05, max_det=50, nms=False)
+    single = edge_yolox.postprocess(rows, (64, 64), **kw)
+    assert (single[:, 4] == DUPLICATE_SCORE).sum() == 4  # the four overlapping boxes all stay, in anchor order
+    first = int(np.argmax(single[:, 4] == DUPLICATE_SCORE))
+    np.testing.assert_allclose(single[first:first + 4, 0] - single[first, 0], [0, 8, 16, 24], atol=1e-4)
+    with_nms = edge_yolox.postprocess(rows, (64, 64), **{**kw, "nms": True, "iou": 0.45})
+    assert (with_nms[:, 4] == DUPLICATE_SCORE).sum() == 1
+    split = edge_yolox.postprocess(to_split(rows, size=(64, 64)), (64, 64), **kw)
+    np.testing.assert_array_equal(split, single)
+    batch = edge_yolox.postprocess_batch(np.stack([rows, random_rows(8, size=(64, 64), classes=2)]), (64, 64), **kw)
+    np.testing.assert_array_equal(batch[0], single)
+    np.testing.assert_allclose(batch[1], reference.postprocess(random_rows(8, size=(64, 64), classes=2), (64, 64),
+                                                               **kw), atol=1e-3)
+
+
+# ----------------------------------------------------------------------------- bundles and the runtime
+
+
+def test_meta_records_nms_and_old_bundles_default_to_it():
+    meta = ModelMeta(num_classes=3, input_size=(64, 64), nms=False)
+    data = meta.to_json()
+    assert data["nms"] is False and ModelMeta.from_json(data).postprocess_options["nms"] is False
+    del data["nms"]
+    assert ModelMeta.from_json(data).nms is True
+    with pytest.raises(edge_yolox.errors.ModelError, match="nms"):
+        ModelMeta.from_json({**data, "nms": "no"})
+
+
+@pytest.fixture(scope="module")
+def e2e_bundle(tmp_path_factory):
+    """The official Nano with a (seeded, untrained) selector, exported to ONNX at 320."""
+    torch.manual_seed(0)
+    model = build_model("nano", 80, e2e=True)
+    state = torch.load(shared_path("weights", "yolox_nano_coco.pth"), map_location="cpu", weights_only=True)["model"]
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    assert not unexpected and missing and all(k.startswith(PSS_PREFIXES) for k in missing)
+    with torch.no_grad():  # a selector that passes most anchors, so the untrained model still detects
+        for conv in model.head.pss_preds:
+            conv.bias.fill_(4.0)
+    model.eval()
+    out = tmp_path_factory.mktemp("e2e") / "nano-e2e-onnx"
+    export_bundle("onnx", model, out, base_meta("nano", 80, (320, 320), [str(i) for i in range(80)]))
+    return model, out
+
+
+def test_e2e_onnx_bundle_skips_nms_and_equals_torch(e2e_bundle):
+
+    model, out = e2e_bundle
+    meta = read_bundle(out)
+    assert meta.nms is False and json.loads((out / "meta.json").read_text())["nms"] is False
+    assert meta.outputs == [f"{k}{s}" for s in (8, 16, 32) for k in ("reg", "obj", "cls")]  # the usual layout
+    frame = cv2.imread(str(shared_path("images", "busstop.jpg")))
+    image, ratio = letterbox(frame, (320, 320))
+    with torch.no_grad():
+        rows = model(torch.from_numpy(to_nchw(image)))[0].numpy()
+    expected = edge_yolox.postprocess(rows, (320, 320), conf=0.2, decode_boxes=False, nms=False, ratio=ratio,
+                                      frame_size=frame.shape[:2])
+    detector = Detector(out, conf=0.2)
+    assert detector.nms is False
+    got, _ = detector.detect(frame)
+    assert len(got) > 8 and got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, atol=0.05)
+    forced = Detector(out, conf=0.2, nms=True)
+    assert forced.nms and len(forced.detect(frame)[0]) < len(got)  # the untrained selector leaves duplicates
+
+
+def test_edge_yolox_run_on_an_e2e_bundle(e2e_bundle):
+    _, out = e2e_bundle
+    result = cli("run", "--board", "x86", "--model", out, "--source", "synthetic", "--limit", "3", "--nms", "0.5",
+                 "--max-det", "7")
+    assert result.returncode == 0, result.stderr
+    assert "end to end (meta.json nms: false): no NMS, the top 7 detections" in result.stderr
+    assert "ignored: --nms" in result.stderr
+    got = records(result.stdout)
+    assert len(got) == 3 and all(len(r["detections"]) <= 7 for r in got)
+    quiet = cli("run", "--board", "x86", "--model", out, "--source", "synthetic", "--limit", "1")
+    assert quiet.returncode == 0 and "ignored" not in quiet.stderr and "no NMS" in quiet.stderr
