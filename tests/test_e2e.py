@@ -217,6 +217,67 @@ def test_frozen_fine_tune_changes_only_the_selector():
     assert any(k.endswith("running_mean") for k in changed)  # the selector's own BN is in train mode
 
 
+def test_e2e_model_takes_an_official_checkpoint_and_says_the_selector_is_new():
+    from edge_yolox.train.checkpoint import load_checkpoint
+
+    from tests.models_helpers import nano_checkpoint
+
+    said = []
+    model = build_model("nano", 80, e2e=True)
+    report = load_checkpoint(model, nano_checkpoint(), say=said.append)
+    assert report.reinitialized and all(k.startswith(PSS_PREFIXES) for k in report.reinitialized)
+    assert len(said) == 1 and "no end-to-end selector" in said[0] and "yolox_nano_coco.pth" in said[0]
+    official = torch.load(nano_checkpoint(), map_location="cpu", weights_only=True)["model"]
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in official.items())
+
+
+def test_train_flags_and_config_keys(tmp_path):
+    from edge_yolox.train.config import parse_args
+
+    from edge_yolox.errors import ConfigError
+
+    cfg = parse_args(["--data", "synthetic", "--e2e", "--selector-only", "--weights", "w.pth"])
+    assert cfg.e2e and cfg.selector_only
+    (tmp_path / "e2e.yaml").write_text("e2e: true\n")
+    assert parse_args(["--data", "synthetic", "--config", str(tmp_path / "e2e.yaml")]).e2e
+    (tmp_path / "bad.yaml").write_text("e2e: maybe\n")
+    with pytest.raises(ConfigError, match="bad.yaml.*e2e"):
+        parse_args(["--data", "synthetic", "--config", str(tmp_path / "bad.yaml")])
+    with pytest.raises(ConfigError, match="selector_only.*needs e2e and weights"):
+        parse_args(["--data", "synthetic", "--selector-only", "--weights", "w.pth"])
+    with pytest.raises(ConfigError, match="needs e2e and weights"):
+        parse_args(["--data", "synthetic", "--e2e", "--selector-only"])
+
+
+def test_selector_only_training_from_official_weights_changes_only_the_selector(tmp_path):
+    """`edge-yolox train --e2e --selector-only --weights yolox_nano_coco.pth`: two iterations on synthetic scenes;
+    the checkpoint records e2e, loads back as an end-to-end model, and differs from the start only in the
+    selector."""
+    from edge_yolox.train import trainer as T
+    from edge_yolox.train.checkpoint import model_from_checkpoint, read_checkpoint
+    from edge_yolox.train.config import parse_args
+    from edge_yolox.train.data.synthetic import generate_scenes
+
+    from tests.models_helpers import nano_checkpoint
+
+    torch.set_num_threads(1)
+    generate_scenes(tmp_path / "scenes", 4, size=(96, 96), seed=2, max_objects=3)
+    cfg = parse_args(["--data", str(tmp_path / "scenes"), "--out", str(tmp_path / "run"), "--e2e", "--selector-only",
+                      "--weights", str(nano_checkpoint()), "--epochs", "1", "--batch", "2", "--img-size", "96",
+                      "--multiscale", "off", "--workers", "0", "--eval-interval", "0", "--warmup-epochs", "0",
+                      "--no-aug-epochs", "0"])
+    trainer = T.Trainer(cfg)
+    start = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.train()
+    checkpoint = read_checkpoint(tmp_path / "run" / "last_ckpt.pth")
+    assert checkpoint["e2e"] is True and checkpoint["config"]["selector_only"] is True
+    trained = checkpoint["train_model"]
+    changed = {k for k in start if not torch.equal(start[k], trained[k])}
+    assert changed and all(k.startswith(PSS_PREFIXES) for k in changed)
+    loaded = model_from_checkpoint(tmp_path / "run" / "last_ckpt.pth", say=lambda _: None)
+    assert loaded.model.head.e2e and not needs_nms(loaded.model)
+
+
 # ----------------------------------------------------------------------------- the NMS-free postprocess
 
 

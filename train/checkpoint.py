@@ -25,7 +25,7 @@ import torch
 from edge_yolox.errors import ConfigError, ModelError
 
 from .distributed import unwrap
-from .models import VARIANTS, YOLOX, build_model
+from .models import PSS_PREFIXES, VARIANTS, YOLOX, build_model
 
 if TYPE_CHECKING:  # annotations only: loading a checkpoint needs no training machinery
     from .config import TrainConfig
@@ -90,6 +90,11 @@ def state_dict_of(checkpoint: Mapping, source: str = "checkpoint") -> StateDict:
     return state
 
 
+def is_e2e(state: Mapping[str, torch.Tensor]) -> bool:
+    """Whether a state_dict is an end-to-end YOLOX's (it has the positive-sample selector)."""
+    return any(k.startswith(PSS_PREFIXES) for k in state)
+
+
 def _num_classes(state: Mapping[str, torch.Tensor], source: str) -> int:
     weight = state.get(CLS_PREFIX + "0.weight")
     if weight is None or weight.ndim != 4:
@@ -142,7 +147,10 @@ def load_state(model: YOLOX, state: Mapping[str, torch.Tensor], source: str = "c
     theirs = state.get(CLS_PREFIX + "0.weight")
     new_classes = theirs is not None and theirs.shape[0] != model.head.num_classes
     kept = {k: v for k, v in state.items() if not (new_classes and k.startswith(CLS_PREFIX))}
-    expected = {k for k in own if not (new_classes and k.startswith(CLS_PREFIX))}
+    # An end-to-end model takes a plain checkpoint: its selector keeps its initialisation (said below).
+    fresh_selector = model.head.e2e and not is_e2e(state)
+    expected = {k for k in own if not (new_classes and k.startswith(CLS_PREFIX))
+                and not (fresh_selector and k.startswith(PSS_PREFIXES))}
     missing = sorted(expected - kept.keys())
     unexpected = sorted(kept.keys() - own.keys())
     mismatched = [f"{k} {list(kept[k].shape)} vs model {list(own[k].shape)}"
@@ -162,7 +170,11 @@ def load_state(model: YOLOX, state: Mapping[str, torch.Tensor], source: str = "c
         report.reinitialized = sorted(state.keys() - kept.keys())
         report.messages.append(f"{source}: has {theirs.shape[0]} classes, the model {model.head.num_classes}: "
                                f"re-initialised the class predictions ({CLS_PREFIX}*), loaded everything else")
-    model.load_state_dict(kept, strict=not new_classes)
+    if fresh_selector:
+        report.reinitialized += sorted(own.keys() - expected)
+        report.messages.append(f"{source}: has no end-to-end selector: initialised its {len(own.keys() - expected)} "
+                               f"keys ({', '.join(PSS_PREFIXES)}*), loaded everything else")
+    model.load_state_dict(kept, strict=not (new_classes or fresh_selector))
     for message in report.messages:
         say(message)
     return report
@@ -199,7 +211,7 @@ def model_from_checkpoint(path: Union[str, Path], variant: Optional[str] = None,
             "(--variant overrides)")
     else:
         num_classes = _num_classes(state, str(path))
-    model = build_model(variant, num_classes)
+    model = build_model(variant, num_classes, e2e=is_e2e(state))
     load_state(model, state, str(path), say)
     names = checkpoint.get("class_names")
     valid = isinstance(names, (list, tuple)) and len(names) == num_classes and all(isinstance(n, str) for n in names)
@@ -232,6 +244,7 @@ def save_checkpoint(path: Path, model, ema: ModelEMA | None, optimizer, epoch: i
         "variant": cfg.variant,
         "num_classes": num_classes,
         "config": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "aug"},
+        "e2e": cfg.e2e,
     }
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)

@@ -47,6 +47,8 @@ class TrainConfig:
     weights: str = ""
     resume: str = ""
     max_iters: int = bounded(0, default=0)  # stop after this many iterations per epoch (smoke runs); 0 = full
+    e2e: bool = False  # the end-to-end (NMS-free) head: YOLOX with the positive-sample selector
+    selector_only: bool = False  # with e2e: train only the selector, the rest frozen as --weights has it
     aug: AugmentConfig = field(default_factory=AugmentConfig)
 
     @property
@@ -102,6 +104,10 @@ def parse_args(argv: list[str] | None) -> TrainConfig:
     p.add_argument("--assign", dest="assign_mode", choices=("center", "legacy"))
     p.add_argument("--sync-bn", action="store_true", default=None)
     p.add_argument("--max-iters", type=int, help="iterations per epoch cap (smoke runs)")
+    p.add_argument("--e2e", action="store_true", default=None,
+                   help="end-to-end head: adds the positive-sample selector; its bundles run without NMS")
+    p.add_argument("--selector-only", action="store_true", default=None,
+                   help="with --e2e: train only the selector on the frozen --weights (the rest stays unchanged)")
     args = p.parse_args(argv)
 
     # The variant's recipe, then the --config YAML, then the flags; validated together against the schema.
@@ -125,6 +131,9 @@ def parse_args(argv: list[str] | None) -> TrainConfig:
         values["multiscale"], origins["multiscale"] = _size_range(args.multiscale), "command line"
     cfg = build(TrainConfig, values, lambda key: origins.get(key, "built-in defaults"))
     cfg.out = cfg.out or f"runs/train/{cfg.variant}"
+    if cfg.selector_only and not (cfg.e2e and (cfg.weights or cfg.resume)):
+        raise ConfigError(f"{origins.get('selector_only')}: selector_only trains the end-to-end selector on a trained "
+                          "model: it needs e2e and weights")
     if cfg.img_size % 32:
         raise ConfigError(f"{origins.get('img_size', 'built-in defaults')}: img_size {cfg.img_size}: "
                           "must be a multiple of 32")

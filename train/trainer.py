@@ -126,10 +126,13 @@ class Trainer:
         self.log = RunLog(self.out, bool(cfg.resume)) if self.rank == 0 else None
 
     def build_model(self) -> nn.Module:
-        model = build_model(self.cfg.variant, self.dataset.num_classes)
-        model.head.assign_mode = self.cfg.assign_mode
-        if self.cfg.weights and not self.cfg.resume:
+        cfg = self.cfg
+        model = build_model(cfg.variant, self.dataset.num_classes, e2e=cfg.e2e)
+        model.head.assign_mode = cfg.assign_mode
+        if cfg.weights and not cfg.resume:
             self.load_weights(model)
+        if cfg.selector_only:  # the stop-gradient makes this what the selector would learn beside a training model
+            model.freeze_all_but_pss()
         return model
 
     def load_weights(self, model: nn.Module) -> None:

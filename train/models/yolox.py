@@ -180,11 +180,15 @@ class YOLOXHead(nn.Module):
         for k, x in enumerate(features):
             x = self.stems[k](x)
             reg_feature = self.reg_convs[k](x)
-            # The stop-gradient: the selector learns from the features, never changes them.
-            selector = self.pss_preds[k](self.pss_convs[k](reg_feature.detach())) if pss else None
+            selector = self.selector_logit(k, reg_feature) if pss else None
             levels.append((self.reg_preds[k](reg_feature), self.obj_preds[k](reg_feature),
                            self.cls_preds[k](self.cls_convs[k](x)), selector))
         return levels
+
+    def selector_logit(self, level: int, reg_feature: torch.Tensor) -> torch.Tensor:
+        """The selector's logit [B, 1, H, W] at one stride from that stride's regression-branch features. The
+        stop-gradient: it learns from the features and never changes them."""
+        return self.pss_preds[level](self.pss_convs[level](reg_feature.detach()))
 
     def level_logits(self, features: Sequence[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """(reg, obj logit, cls logits) per stride, each [B, ch, H, W] (the plain head's, without the selector)."""
