@@ -249,24 +249,35 @@ def test_train_flags_and_config_keys(tmp_path):
         parse_args(["--data", "synthetic", "--e2e", "--selector-only"])
 
 
-def test_selector_only_training_from_official_weights_changes_only_the_selector(tmp_path):
-    """`edge-yolox train --e2e --selector-only --weights yolox_nano_coco.pth`: two iterations on synthetic scenes;
-    the checkpoint records e2e, loads back as an end-to-end model, and differs from the start only in the
-    selector."""
+def test_selector_only_training_changes_only_the_selector(tmp_path):
+    """`edge-yolox train --e2e --selector-only --weights W`: refused for weights of another class count; two
+    iterations on synthetic scenes from a plain model of their classes (the official weights): the checkpoint
+    records e2e, loads back as an end-to-end model, and differs from the start only in the selector."""
     from edge_yolox.train import trainer as T
-    from edge_yolox.train.checkpoint import model_from_checkpoint, read_checkpoint
+    from edge_yolox.train.checkpoint import load_checkpoint, model_from_checkpoint, read_checkpoint
     from edge_yolox.train.config import parse_args
+    from edge_yolox.train.data.datasets import open_dataset
     from edge_yolox.train.data.synthetic import generate_scenes
 
+    from edge_yolox.errors import ConfigError
     from tests.models_helpers import nano_checkpoint
 
     torch.set_num_threads(1)
     generate_scenes(tmp_path / "scenes", 4, size=(96, 96), seed=2, max_objects=3)
-    cfg = parse_args(["--data", str(tmp_path / "scenes"), "--out", str(tmp_path / "run"), "--e2e", "--selector-only",
-                      "--weights", str(nano_checkpoint()), "--epochs", "1", "--batch", "2", "--img-size", "96",
-                      "--multiscale", "off", "--workers", "0", "--eval-interval", "0", "--warmup-epochs", "0",
-                      "--no-aug-epochs", "0"])
-    trainer = T.Trainer(cfg)
+
+    def config(weights):
+        return parse_args(["--data", str(tmp_path / "scenes"), "--out", str(tmp_path / "run"), "--e2e",
+                           "--selector-only", "--weights", str(weights), "--epochs", "1", "--batch", "2",
+                           "--img-size", "96", "--multiscale", "off", "--workers", "0", "--eval-interval", "0",
+                           "--warmup-epochs", "0", "--no-aug-epochs", "0"])
+
+    # 80 COCO classes on 4-class scenes: the class predictions would be new and frozen
+    with pytest.raises(ConfigError, match="yolox_nano_coco.pth: has another class count.*selector_only"):
+        T.Trainer(config(nano_checkpoint()))
+    plain = build_model("nano", open_dataset(str(tmp_path / "scenes"), "train").num_classes)
+    load_checkpoint(plain, nano_checkpoint(), say=lambda _: None)
+    torch.save({"model": plain.state_dict()}, tmp_path / "plain.pth")  # a trained model of the scenes' classes
+    trainer = T.Trainer(config(tmp_path / "plain.pth"))
     start = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     trainer.train()
     checkpoint = read_checkpoint(tmp_path / "run" / "last_ckpt.pth")

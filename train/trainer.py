@@ -22,7 +22,7 @@ import torch.nn as nn
 
 from edge_yolox.errors import ConfigError, EdgeYoloxError, one_line
 
-from .checkpoint import load_checkpoint, load_training_state, save_checkpoint
+from .checkpoint import LoadReport, load_checkpoint, load_training_state, save_checkpoint
 from .config import TrainConfig, parse_args
 from .data.augment import AugmentConfig
 from .data.datasets import DetectionDataset, open_dataset
@@ -130,19 +130,23 @@ class Trainer:
         model = build_model(cfg.variant, self.dataset.num_classes, e2e=cfg.e2e)
         model.head.assign_mode = cfg.assign_mode
         if cfg.weights and not cfg.resume:
-            self.load_weights(model)
+            report = self.load_weights(model)
+            if cfg.selector_only and any(k.startswith("head.cls_preds.") for k in report.reinitialized):
+                raise ConfigError(f"{cfg.weights}: has another class count than {cfg.data}: selector_only would "
+                                  "train a selector over untrained, frozen class predictions (train without it)")
         if cfg.selector_only:  # the stop-gradient makes this what the selector would learn beside a training model
             model.freeze_all_but_pss()
         return model
 
-    def load_weights(self, model: nn.Module) -> None:
-        load_checkpoint(model, self.cfg.weights)
+    def load_weights(self, model: nn.Module) -> LoadReport:
+        report = load_checkpoint(model, self.cfg.weights)
         if bn_is_folded(model):
             self.say("the weights have BatchNorm folded: measuring BN statistics on up to 8 training batches and "
                      "restoring conv weight scales")
             batches = self.calibration_batches(8)
             unfold_batchnorm(model, (images for images, _ in batches))
             balance_conv_scales(model, *batches[0])
+        return report
 
     def calibration_batches(self, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         plain = TrainDataset(self.dataset, self.train_data.size, AugmentConfig(0, 0, 0, 0), self.cfg.seed)
