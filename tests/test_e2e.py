@@ -229,6 +229,8 @@ def test_e2e_model_takes_an_official_checkpoint_and_says_the_selector_is_new():
     assert len(said) == 1 and "no end-to-end selector" in said[0] and "yolox_nano_coco.pth" in said[0]
     official = torch.load(nano_checkpoint(), map_location="cpu", weights_only=True)["model"]
     assert all(torch.equal(model.state_dict()[k], v) for k, v in official.items())
+    other = load_checkpoint(build_model("nano", 3, e2e=True), nano_checkpoint(), say=lambda _: None)
+    assert len(other.reinitialized) == len(set(other.reinitialized)) == len(report.reinitialized) + 6  # + cls w, b
 
 
 def test_train_flags_and_config_keys(tmp_path):
@@ -281,7 +283,7 @@ def test_selector_only_training_changes_only_the_selector(tmp_path):
     start = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     trainer.train()
     checkpoint = read_checkpoint(tmp_path / "run" / "last_ckpt.pth")
-    assert checkpoint["e2e"] is True and checkpoint["config"]["selector_only"] is True
+    assert checkpoint["config"]["e2e"] is True and checkpoint["config"]["selector_only"] is True
     trained = checkpoint["train_model"]
     changed = {k for k in start if not torch.equal(start[k], trained[k])}
     assert changed and all(k.startswith(PSS_PREFIXES) for k in changed)

@@ -141,16 +141,16 @@ def _say(message: str) -> None:
 def load_state(model: YOLOX, state: Mapping[str, torch.Tensor], source: str = "checkpoint",
                say: Callable[[str], None] = _say) -> LoadReport:
     """Load `state` into `model` strictly, except that a different class count re-initialises only the class
-    prediction layers (and says so). Anything else that does not fit raises a ModelError with a short report
+    prediction layers and a plain checkpoint leaves an end-to-end model's selector as initialised (each said).
+    Anything else that does not fit raises a ModelError with a short report
     before the model is touched."""
     own = model.state_dict()
     theirs = state.get(CLS_PREFIX + "0.weight")
     new_classes = theirs is not None and theirs.shape[0] != model.head.num_classes
     kept = {k: v for k, v in state.items() if not (new_classes and k.startswith(CLS_PREFIX))}
     # An end-to-end model takes a plain checkpoint: its selector keeps its initialisation (said below).
-    fresh_selector = model.head.e2e and not is_e2e(state)
-    expected = {k for k in own if not (new_classes and k.startswith(CLS_PREFIX))
-                and not (fresh_selector and k.startswith(PSS_PREFIXES))}
+    selector = [k for k in own if k.startswith(PSS_PREFIXES)] if model.head.e2e and not is_e2e(state) else []
+    expected = {k for k in own if not (new_classes and k.startswith(CLS_PREFIX))} - set(selector)
     missing = sorted(expected - kept.keys())
     unexpected = sorted(kept.keys() - own.keys())
     mismatched = [f"{k} {list(kept[k].shape)} vs model {list(own[k].shape)}"
@@ -170,11 +170,11 @@ def load_state(model: YOLOX, state: Mapping[str, torch.Tensor], source: str = "c
         report.reinitialized = sorted(state.keys() - kept.keys())
         report.messages.append(f"{source}: has {theirs.shape[0]} classes, the model {model.head.num_classes}: "
                                f"re-initialised the class predictions ({CLS_PREFIX}*), loaded everything else")
-    if fresh_selector:
-        report.reinitialized += sorted(own.keys() - expected)
-        report.messages.append(f"{source}: has no end-to-end selector: initialised its {len(own.keys() - expected)} "
-                               f"keys ({', '.join(PSS_PREFIXES)}*), loaded everything else")
-    model.load_state_dict(kept, strict=not (new_classes or fresh_selector))
+    if selector:
+        report.reinitialized += selector
+        report.messages.append(f"{source}: has no end-to-end selector: initialised its {len(selector)} keys "
+                               f"({', '.join(PSS_PREFIXES)}*), loaded everything else")
+    model.load_state_dict(kept, strict=not (new_classes or selector))
     for message in report.messages:
         say(message)
     return report
@@ -244,7 +244,6 @@ def save_checkpoint(path: Path, model, ema: ModelEMA | None, optimizer, epoch: i
         "variant": cfg.variant,
         "num_classes": num_classes,
         "config": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "aug"},
-        "e2e": cfg.e2e,
     }
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)

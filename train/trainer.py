@@ -22,7 +22,7 @@ import torch.nn as nn
 
 from edge_yolox.errors import ConfigError, EdgeYoloxError, one_line
 
-from .checkpoint import LoadReport, load_checkpoint, load_training_state, save_checkpoint
+from .checkpoint import CLS_PREFIX, LoadReport, load_checkpoint, load_training_state, save_checkpoint
 from .config import TrainConfig, parse_args
 from .data.augment import AugmentConfig
 from .data.datasets import DetectionDataset, open_dataset
@@ -131,7 +131,7 @@ class Trainer:
         model.head.assign_mode = cfg.assign_mode
         if cfg.weights and not cfg.resume:
             report = self.load_weights(model)
-            if cfg.selector_only and any(k.startswith("head.cls_preds.") for k in report.reinitialized):
+            if cfg.selector_only and any(k.startswith(CLS_PREFIX) for k in report.reinitialized):
                 raise ConfigError(f"{cfg.weights}: has another class count than {cfg.data}: selector_only would "
                                   "train a selector over untrained, frozen class predictions (train without it)")
         if cfg.selector_only:  # the stop-gradient makes this what the selector would learn beside a training model
