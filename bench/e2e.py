@@ -3,9 +3,10 @@ then measure it against the NMS model.
 
     python bench/e2e.py finetune --out runs/e2e [--epochs 40] [--folds 2]
     python bench/e2e.py measure --out runs/e2e [--repeat 20]
+    python bench/e2e.py compare --checkpoint CKPT --data VAL [--size 320] [--bundles BUNDLE...]
 
 finetune: the official weights (../shared/data/weights/yolox_nano_coco.pth) in build_model("nano", e2e=True),
-frozen but for the selector (model.freeze_all_but_pss: what `edge-yolox train --e2e --freeze` trains). Because
+frozen but for the selector (model.freeze_all_but_pss: what `edge-yolox train --e2e --selector-only` trains). Because
 nothing but the selector changes, every image's features, head outputs and SimOTA assignment are fixed: they are
 computed once (each image and its mirror, letterboxed to 416) and the selector trains on them with the trainer's
 loss (yolox_loss's pss_loss) — seconds per epoch instead of minutes. coco128's 96 images are split into --folds
@@ -18,11 +19,17 @@ without NMS at conf 0.3 and 0.1 (detections of an object's class with IoU >= 0.5
 object; the NMS model without its NMS shows what the selector removed); postprocess time per frame with and
 without NMS at conf 0.01 and 0.3 (the C++ core on the same end-to-end outputs, medians over images x repeats,
 the four settings interleaved). Prints Markdown tables.
+
+compare: a whole model trained end to end (`edge-yolox train --e2e`) on a dataset, the same table: its plain head
+with NMS is the NMS model of the same training (the stop-gradient kept the selector's loss out of it), then the
+end-to-end scores without and with NMS, then each exported bundle of it (`edge-yolox export [--nms-head]`) as it
+runs (no NMS for `nms: false` bundles) and with NMS.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import statistics
 import sys
@@ -34,17 +41,18 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SHARED = Path(os.environ.get("EDGE_YOLOX_SHARED_DATA", ROOT.parent / "shared" / "data"))
-SIZE = (416, 416)
+SIZE = (416, 416)  # the input size; --size sets it
 
 
 def load_e2e(weights: Path):
-    """The official (or a fine-tuned e2e) checkpoint in an end-to-end Nano, eval mode."""
-    from edge_yolox.train.checkpoint import read_checkpoint, state_dict_of
-    from edge_yolox.train.models import PSS_PREFIXES, build_model
+    """A checkpoint in an end-to-end model of its variant and class count, eval mode: the official weights get a
+    fresh selector, one trained end to end keeps its own."""
+    from edge_yolox.train.checkpoint import infer_variant, load_state, read_checkpoint, state_dict_of
+    from edge_yolox.train.models import build_model
 
-    model = build_model("nano", 80, e2e=True)
-    missing, unexpected = model.load_state_dict(state_dict_of(read_checkpoint(weights)), strict=False)
-    assert not unexpected and all(k.startswith(PSS_PREFIXES) for k in missing), (missing, unexpected)
+    state = state_dict_of(read_checkpoint(weights), str(weights))
+    model = build_model(*infer_variant(state, str(weights)), e2e=True)
+    load_state(model, state, str(weights), say=lambda _: None)
     return model.eval()
 
 
@@ -152,8 +160,7 @@ def save(model, path: Path, held_out: list[int]) -> None:
     import torch
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": model.state_dict(), "variant": "nano", "num_classes": 80, "e2e": True,
-                "held_out": held_out}, path)
+    torch.save({"model": model.state_dict(), "held_out": held_out}, path)
 
 
 def run_finetune(args) -> None:
@@ -162,6 +169,8 @@ def run_finetune(args) -> None:
 
     torch.set_num_threads(args.threads)
     dataset = open_dataset(args.data, "val")
+    if args.limit:
+        dataset.records = dataset.records[:args.limit]
     parts = folds(len(dataset), args.folds)
     model = load_e2e(args.weights)
     cache_path = Path(args.out) / f"cache-{args.views}.pt"  # the frozen model's features: reused by later runs
@@ -220,42 +229,46 @@ def detections(rows, ratio, frame_size, conf: float, nms: bool, iou: float = 0.6
     return edge_yolox.postprocess(rows, SIZE, conf=conf, iou=iou, nms=nms, ratio=ratio, frame_size=frame_size)
 
 
-def average_precision(dataset, cached, which: int, nms: bool) -> tuple[float, float]:
-    from edge_yolox.train.evaluate import OFFICIAL_CONF, evaluate
+def score(dataset, detect) -> tuple[float, ...]:
+    """(AP50:95, AP50, duplicates per object @0.3, share of objects with a duplicate @0.3, duplicates per object
+    @0.1, share of objects found @0.3) of `detect` (frames -> detections at the official conf 0.01). The duplicates
+    come from the same detections: after greedy NMS at 0.01, those scoring at or above a higher threshold are what
+    NMS at that threshold keeps (edge_yolox.train.evaluate.duplicates_per_object counts them)."""
+    from edge_yolox.train.evaluate import duplicates_per_object, evaluate
 
-    order = iter(range(len(dataset)))  # evaluate() asks for the images in dataset order, one at a time
+    kept = []
 
-    def detect(frames):
-        out = []
-        for _ in frames:
-            i = next(order)
-            rows, ratio, size = cached[i][which], cached[i][2], cached[i][3]
-            out.append(detections(rows, ratio, size, OFFICIAL_CONF, nms))
+    def recording(frames):
+        out = detect(frames)
+        kept.extend(out)
         return out
 
-    metrics = evaluate(detect, dataset, progress=False)
-    return metrics["AP"], metrics["AP50"]
+    metrics = evaluate(recording, dataset, progress=False)  # asks for the images in dataset order
+    labels = [dataset.load(i)[1] for i in range(len(dataset))]
+    d3, share3, found3 = duplicates_per_object([d[d[:, 4] >= 0.3] for d in kept], labels)
+    d1 = duplicates_per_object([d[d[:, 4] >= 0.1] for d in kept], labels)[0]
+    return metrics["AP"], metrics["AP50"], d3, share3, d1, found3
 
 
-def duplicates(dataset, cached, which: int, conf: float, nms: bool) -> tuple[float, float, float]:
-    """(duplicates per object, share of objects with a duplicate, share of objects found at all): detections of
-    the object's class with IoU >= 0.5 beyond the first."""
-    extra = dup_objects = found = total = 0
-    for i in range(len(dataset)):
-        dets = detections(cached[i][which], cached[i][2], cached[i][3], conf, nms)
-        _, labels = dataset.load(i)
-        for x1, y1, x2, y2, cls in labels:
-            same = dets[dets[:, 5] == cls]
-            iw = np.clip(np.minimum(same[:, 2], x2) - np.maximum(same[:, 0], x1), 0, None)
-            ih = np.clip(np.minimum(same[:, 3], y2) - np.maximum(same[:, 1], y1), 0, None)
-            inter = iw * ih
-            union = (same[:, 2] - same[:, 0]) * (same[:, 3] - same[:, 1]) + (x2 - x1) * (y2 - y1) - inter
-            hits = int((inter / np.maximum(union, 1e-9) >= 0.5).sum())
-            total += 1
-            found += hits > 0
-            extra += max(hits - 1, 0)
-            dup_objects += hits > 1
-    return extra / total, dup_objects / total, found / total
+def print_table(title: str, dataset, rows) -> None:
+    """rows: (name, detect) pairs, or a generator of them; one Markdown row each, printed as it is measured."""
+    print(f"{title}\n\n| model | AP50:95 | AP50 | duplicates per object @0.3 | objects with a duplicate @0.3 | "
+          "duplicates per object @0.1 | objects found @0.3 |\n|---|---|---|---|---|---|---|")
+    for name, detect in rows:
+        ap, ap50, d3, share3, d1, found3 = score(dataset, detect)
+        print(f"| {name} | {ap:.3f} | {ap50:.3f} | {d3:.3f} | {share3:.1%} | {d1:.3f} | {found3:.1%} |", flush=True)
+
+
+def cached_detect(cached, which: int, nms: bool):
+    """Detections from the cached outputs (`which`: 0 plain scores, 1 end to end), image by image in order."""
+    from edge_yolox.train.evaluate import OFFICIAL_CONF
+
+    order = iter(range(len(cached)))
+
+    def detect(frames):
+        rows = [cached[next(order)] for _ in frames]
+        return [detections(row[which], row[2], row[3], OFFICIAL_CONF, nms) for row in rows]
+    return detect
 
 
 def postprocess_times(cached, repeat: int, seed: int = 0) -> dict[tuple[float, bool], float]:
@@ -284,15 +297,8 @@ def run_measure(args) -> None:
     cached = outputs_per_image(Path(args.out), dataset)
     rows = [("NMS model (official Nano), NMS 0.65", 0, True), ("end-to-end, no NMS", 1, False),
             ("end-to-end, NMS 0.65", 1, True), ("NMS model without its NMS", 0, False)]
-    print(f"coco128 ({len(dataset)} images), 416, conf 0.01\n")
-    print("| model | AP50:95 | AP50 | duplicates per object @0.3 | objects with a duplicate @0.3 | "
-          "duplicates per object @0.1 | objects found @0.3 |")
-    print("|---|---|---|---|---|---|---|")
-    for name, which, nms in rows:
-        ap, ap50 = average_precision(dataset, cached, which, nms)
-        d3, share3, found3 = duplicates(dataset, cached, which, 0.3, nms)
-        d1, _, _ = duplicates(dataset, cached, which, 0.1, nms)
-        print(f"| {name} | {ap:.3f} | {ap50:.3f} | {d3:.3f} | {share3:.1%} | {d1:.3f} | {found3:.1%} |", flush=True)
+    print_table(f"coco128 ({len(dataset)} images), 416, conf 0.01", dataset,
+                [(name, cached_detect(cached, which, nms)) for name, which, nms in rows])
     times = postprocess_times(cached, args.repeat)
     print("\nC++ postprocess per frame on the end-to-end outputs (median ms)\n")
     print("| conf | NMS | no NMS (top-k) |\n|---|---|---|")
@@ -300,9 +306,51 @@ def run_measure(args) -> None:
         print(f"| {conf} | {times[(conf, True)]:.4f} | {times[(conf, False)]:.4f} |")
 
 
+# ----------------------------------------------------------------------------- compare
+
+
+def run_compare(args) -> None:
+    """A whole end-to-end checkpoint (its plain head is the NMS model of the same training: the stop-gradient kept
+    the selector out of it) and its exported bundles, on a dataset."""
+    import torch
+    from edge_yolox.train.checkpoint import model_from_checkpoint
+    from edge_yolox.train.data.datasets import open_dataset
+    from edge_yolox.train.evaluate import OFFICIAL_CONF, OFFICIAL_IOU, detector_detect_fn, torch_detect_fn
+
+    from edge_yolox.bundle import read_bundle
+    from edge_yolox.detector import Detector
+
+    torch.set_num_threads(args.threads)
+    dataset = open_dataset(args.data, "val")
+    model = model_from_checkpoint(args.checkpoint, say=lambda _: None).model
+    if not model.head.e2e:
+        sys.exit(f"{args.checkpoint}: not an end-to-end checkpoint (no selector)")
+    def head(pss: bool, nms: bool):
+        detect = torch_detect_fn(model, SIZE, OFFICIAL_CONF, OFFICIAL_IOU, nms)
+
+        def with_head(frames):
+            model.head.use_pss = pss
+            return detect(frames)
+        return with_head
+
+    def bundles():
+        for path in args.bundles:
+            end_to_end = read_bundle(path).nms is False
+            for nms in (False, True) if end_to_end else (True,):
+                detector = Detector(path, conf=OFFICIAL_CONF, iou=OFFICIAL_IOU, nms=nms, threads=args.threads)
+                yield (f"{path} ({'end-to-end' if end_to_end else 'NMS model'}), {'NMS 0.65' if nms else 'no NMS'}",
+                       detector_detect_fn(detector))
+                detector.close()
+
+    rows = [("NMS model (the plain head), NMS 0.65", head(False, True)), ("end-to-end, no NMS", head(True, False)),
+            ("end-to-end, NMS 0.65", head(True, True)), ("NMS model without its NMS", head(False, False))]
+    print_table(f"{args.checkpoint} on {args.data} ({len(dataset)} images), PyTorch FP32 at {args.size} and the "
+                "bundles at theirs, conf 0.01", dataset, itertools.chain(rows, bundles()))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("command", choices=("finetune", "measure"))
+    p.add_argument("command", choices=("finetune", "measure", "compare"))
     p.add_argument("--weights", type=Path, default=SHARED / "weights" / "yolox_nano_coco.pth")
     p.add_argument("--data", type=Path, default=SHARED / "coco128")
     p.add_argument("--out", default="runs/e2e")
@@ -314,8 +362,16 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeat", type=int, default=20)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--checkpoint", type=Path, help="compare: an end-to-end checkpoint (edge-yolox train --e2e)")
+    p.add_argument("--size", type=int, default=416, help="input size")
+    p.add_argument("--limit", type=int, default=0, help="finetune: only the first N images of --data")
+    p.add_argument("--bundles", type=Path, nargs="*", default=[], help="compare: exported bundles of it")
     args = p.parse_args()
-    run_finetune(args) if args.command == "finetune" else run_measure(args)
+    global SIZE
+    SIZE = (args.size, args.size)
+    if args.command == "compare" and not args.checkpoint:
+        p.error("compare needs --checkpoint")
+    {"finetune": run_finetune, "measure": run_measure, "compare": run_compare}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -39,13 +39,14 @@ class Assignment:
     def num_fg(self) -> int:
         return int(self.fg.sum())
 
-    def one_to_one(self, num_gt: int) -> torch.Tensor:
+    def one_to_one(self, num_gt: int, rank: torch.Tensor | None = None) -> torch.Tensor:
         """[B, A] bool: for each ground truth (of `num_gt` target rows per image), the one of its SimOTA positives
-        that costs least (ties: the lowest anchor index) — the end-to-end head's single positive. A ground truth
-        that lost every positive to cheaper claims of other ground truths gets none."""
+        that costs least (ties: the lowest anchor index) — the end-to-end head's single positive. `rank` [B, A], if
+        given, is the cost compared instead of the SimOTA cost. A ground truth that lost every positive to cheaper
+        claims of other ground truths gets none."""
         batch, num_anchors = self.fg.shape
         key = (torch.arange(batch, device=self.fg.device).unsqueeze(1) * num_gt + self.gt_index)[self.fg]
-        cost = self.cost[self.fg]
+        cost = (self.cost if rank is None else rank)[self.fg]
         least = torch.full((batch * num_gt,), float("inf"), dtype=cost.dtype, device=cost.device)
         least = least.scatter_reduce(0, key, cost, "amin")
         anchor = torch.arange(num_anchors, device=self.fg.device).expand(batch, -1)[self.fg]

@@ -54,6 +54,23 @@ def run_train(argv: list[str]) -> int:
     return int(trainer.main(argv) or 0)
 
 
+# ----------------------------------------------------------------------------- end-to-end checkpoints
+
+
+def add_nms_head_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--nms-head", action="store_true",
+                   help="an end-to-end (--e2e) checkpoint: use its plain head, without the selector, with NMS (the "
+                        "same detector: the selector's stop-gradient never changed it)")
+
+
+def apply_nms_head(args: argparse.Namespace, model, path) -> None:
+    """--nms-head: score with the plain head of an end-to-end model (which then needs NMS)."""
+    if args.nms_head:
+        if not model.head.e2e:
+            raise ConfigError(f"--nms-head: {path} has no end-to-end selector; its head already needs NMS")
+        model.head.use_pss = False
+
+
 # ----------------------------------------------------------------------------- eval
 
 
@@ -69,6 +86,9 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--per-class", action="store_true", help="print the AP of every class")
     p.add_argument("--conf", type=fraction, default=OFFICIAL_CONF, help=f"score threshold (official {OFFICIAL_CONF})")
     p.add_argument("--iou", type=fraction, default=OFFICIAL_IOU, help=f"per-class NMS IoU (official {OFFICIAL_IOU})")
+    p.add_argument("--nms", choices=("on", "off"),
+                   help="force NMS on or off (default: the model's own: on, but off for an end-to-end model)")
+    add_nms_head_argument(p)
     p.add_argument("--limit", type=number(int, 0), default=0, help="evaluate only the first N images")
     p.add_argument("--backend", help="runtime backend for non-PyTorch models (onnxruntime, ncnn, tflite, openvino)")
     p.add_argument("--threads", type=number(int, 1, 256), help="CPU threads")
@@ -82,25 +102,33 @@ def run_eval(args: argparse.Namespace) -> int:
     dataset = open_dataset(args.data, args.split)
     path = Path(args.model)
     progress = not args.no_progress
+    nms = None if args.nms is None else args.nms == "on"
     if path.suffix in TORCH_SUFFIXES:
         require_torch("evaluating a PyTorch checkpoint")
         import torch
 
         from .checkpoint import model_from_checkpoint
-        from .models import default_size
+        from .models import default_size, needs_nms
 
         if args.threads:
             torch.set_num_threads(args.threads)
         loaded = model_from_checkpoint(path, args.variant)
+        apply_nms_head(args, loaded.model, path)
         size = args.img_size or default_size(loaded.variant)
         description = f"YOLOX-{loaded.variant} PyTorch fp32 {size[0]}x{size[1]} ({path})"
         metrics = evaluate_dataset(loaded.model, dataset, size, conf=args.conf, iou=args.iou, limit=args.limit,
-                                   per_class=args.per_class, progress=progress)
+                                   per_class=args.per_class, progress=progress, nms=nms)
+        nms = needs_nms(loaded.model) if nms is None else nms
     else:
         from edge_yolox.detector import Detector
 
+        if args.nms_head:
+            raise ConfigError(f"--nms-head: {path} is an exported model; export the plain head with "
+                              "`edge-yolox export --nms-head`")
         options = {"input_size": args.img_size} if args.img_size else {}
-        detector = Detector(path, conf=args.conf, iou=args.iou, backend=args.backend, threads=args.threads, **options)
+        detector = Detector(path, conf=args.conf, iou=args.iou, backend=args.backend, threads=args.threads, nms=nms,
+                            **options)
+        nms = detector.nms
         meta = detector.meta
         if meta.num_classes != dataset.num_classes:
             raise ConfigError(f"{path} predicts {meta.num_classes} classes but {dataset.source} has "
@@ -112,11 +140,12 @@ def run_eval(args: argparse.Namespace) -> int:
                                progress=progress)
         finally:
             detector.close()
-    print(f"{description} on {metrics['images']} images of {dataset.source} (conf {args.conf}, NMS {args.iou})")
+    setting = f"NMS {args.iou}" if nms else "no NMS"
+    print(f"{description} on {metrics['images']} images of {dataset.source} (conf {args.conf}, {setting})")
     print(format_metrics(metrics))
     if args.json:
         record = {**metrics, "model": description, "data": str(args.data), "input_size": list(size),
-                  "conf": args.conf, "iou": args.iou}
+                  "conf": args.conf, "iou": args.iou, "nms": nms}
         try:
             Path(args.json).write_text(json.dumps(record, indent=2) + "\n")
         except OSError as exc:
@@ -174,6 +203,7 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dynamic", action="store_true", help="dynamic input height/width")
     p.add_argument("--stem", choices=STEMS, default="slice",
                    help="ONNX: Focus as slices (default) or pixel_unshuffle + permuted conv (for pnnx)")
+    add_nms_head_argument(p)
     add_precision_arguments(p)
 
 
@@ -198,6 +228,7 @@ def run_export(args: argparse.Namespace) -> int:
 
     check_export_args(args)
     loaded = model_from_checkpoint(args.weights, args.variant)
+    apply_nms_head(args, loaded.model, args.weights)
     num_classes = loaded.model.head.num_classes
     names = class_names(args.names, loaded.class_names, num_classes)
     size = args.img_size or default_size(loaded.variant)

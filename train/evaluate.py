@@ -158,6 +158,28 @@ def evaluate_dataset(model: nn.Module, dataset: DetectionDataset, input_size: tu
         model.train(was_training)
 
 
+def duplicates_per_object(detections: Sequence[np.ndarray], labels: Sequence[np.ndarray],
+                          iou: float = 0.5) -> tuple[float, float, float]:
+    """How often a detector reports an object more than once: over every ground-truth object, the detections of its
+    class with IoU >= `iou` to it beyond the first, per object; the share of objects with such a duplicate; the share
+    found at all (one detection or more). `detections` [K, 6] (x1, y1, x2, y2, score, class) and `labels` [N, 5]
+    (x1, y1, x2, y2, class), one array each per image, in the same pixels; zeros without any object."""
+    extra = dup_objects = found = total = 0
+    for dets, objects in zip(detections, labels):
+        for x1, y1, x2, y2, cls in objects:
+            same = dets[dets[:, 5] == cls]
+            iw = np.clip(np.minimum(same[:, 2], x2) - np.maximum(same[:, 0], x1), 0, None)
+            ih = np.clip(np.minimum(same[:, 3], y2) - np.maximum(same[:, 1], y1), 0, None)
+            inter = iw * ih
+            union = (same[:, 2] - same[:, 0]) * (same[:, 3] - same[:, 1]) + (x2 - x1) * (y2 - y1) - inter
+            hits = int((inter / np.maximum(union, 1e-9) >= iou).sum())
+            total += 1
+            found += hits > 0
+            extra += max(hits - 1, 0)
+            dup_objects += hits > 1
+    return (extra / total, dup_objects / total, found / total) if total else (0.0, 0.0, 0.0)
+
+
 def format_metrics(metrics: dict[str, Any]) -> str:
     """The headline metrics, and the per-class table when present, as aligned text."""
     def text(value: Optional[float]) -> str:

@@ -197,6 +197,7 @@ class Trainer:
             self.model.train()
             bar = tqdm(total=self.iters_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=self.rank != 0,
                        dynamic_ncols=True, file=sys.stderr)
+            shown = [k for k in LOSS_KEYS if k != "num_fg" and (k != "pss_loss" or cfg.e2e)]  # in the progress bar
             start = time.perf_counter()
             for it, (images, targets) in enumerate(self.loader):
                 if it == self.iters_per_epoch:
@@ -207,7 +208,7 @@ class Trainer:
                 lr = warmcos_lr(cfg, step + 1, self.iters_per_epoch)
                 values = self.train_step(images, targets, lr)
                 img_s = (it + 1) * cfg.batch / (time.perf_counter() - start)
-                bar.set_postfix_str(" ".join(f"{k.split('_')[0]} {values[k]:.2f}" for k in LOSS_KEYS[:5])
+                bar.set_postfix_str(" ".join(f"{k.split('_')[0]} {values[k]:.2f}" for k in shown)
                                     + f" lr {lr:.2e} {img_s:.1f} img/s {images.shape[-1]}px")
                 bar.update()
                 if self.log and (it % 10 == 0 or it == self.iters_per_epoch - 1):
