@@ -114,11 +114,11 @@ def run_eval(args: argparse.Namespace) -> int:
             torch.set_num_threads(args.threads)
         loaded = model_from_checkpoint(path, args.variant)
         apply_nms_head(args, loaded.model, path)
+        nms = needs_nms(loaded.model) if nms is None else nms
         size = args.img_size or default_size(loaded.variant)
         description = f"YOLOX-{loaded.variant} PyTorch fp32 {size[0]}x{size[1]} ({path})"
         metrics = evaluate_dataset(loaded.model, dataset, size, conf=args.conf, iou=args.iou, limit=args.limit,
                                    per_class=args.per_class, progress=progress, nms=nms)
-        nms = needs_nms(loaded.model) if nms is None else nms
     else:
         from edge_yolox.detector import Detector
 
