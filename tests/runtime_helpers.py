@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -72,14 +73,22 @@ class MjpegServer:
     as an IP camera); `stop()` kills it like a camera losing power, `start()` brings it back."""
 
     def __init__(self, port: int):
+        self.port = port
         self.url = f"http://127.0.0.1:{port}/stream.mjpg"
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> MjpegServer:
+    def start(self, timeout: float = 30.0) -> MjpegServer:
+        """Returns once ffmpeg listens: a fixed sleep was not enough on a loaded CI machine (the client was
+        refused), and a probing connection would take ffmpeg's one client slot, so ask the kernel instead."""
         ffmpeg = system_tool("ffmpeg", package="ffmpeg", needed_for="for the live-stream tests")
         self.proc = subprocess.Popen(
             [ffmpeg, "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", str(video()), "-vf", "scale=384:216",
              "-q:v", "8", "-f", "mpjpeg", "-listen", "1", self.url], stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while not listening(self.port):
+            assert self.proc.poll() is None, f"ffmpeg exited with {self.proc.returncode} before listening"
+            assert time.monotonic() < deadline, f"ffmpeg not listening on port {self.port} after {timeout:.0f} s"
+            time.sleep(0.05)
         return self
 
     def stop(self) -> None:
@@ -87,6 +96,13 @@ class MjpegServer:
             self.proc.kill()
             self.proc.wait()
             self.proc = None
+
+
+def listening(port: int) -> bool:
+    """Whether a socket listens on 127.0.0.1:port (Linux's /proc/net/tcp: local address in hex, state 0A = LISTEN)."""
+    local = f"0100007F:{port:04X}"
+    with open("/proc/net/tcp") as table:
+        return any(f[1] == local and f[3] == "0A" for f in (line.split() for line in list(table)[1:]))
 
 
 def free_port() -> int:

@@ -102,7 +102,6 @@ def test_live_stream_killed_and_restarted():
     server = MjpegServer(free_port()).start()
     proc = None
     try:
-        time.sleep(1.0)
         proc = popen_run("run", "--board", "x86", "--model", onnx_model(), "--source", server.url,
                          "--stats-interval", "1")
         lines = Lines(proc.stdout)

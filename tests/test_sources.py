@@ -128,7 +128,6 @@ def test_corrupt_video_file(tmp_path):
 def test_live_stream_reconnects_after_the_server_dies():
     server = MjpegServer(free_port()).start()
     try:
-        time.sleep(1.0)
         live = open_source(SourceConfig(uri=server.url, reconnect_min_s=0.2, reconnect_max_s=1.0, timeout_s=2.0),
                            CameraConfig())
         assert _frames(live, 5, timeout=20) == 5
@@ -165,7 +164,6 @@ def test_opencv_before_4_5_2_opens_files_and_streams(monkeypatch, caplog):
     src.close()
     server = MjpegServer(free_port()).start()
     try:
-        time.sleep(1.0)
         live = source(server.url, timeout_s=5.0)
         assert _frames(live, 3, timeout=20) == 3
         live.close()
