@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
+import time
 from pathlib import Path
 from typing import NoReturn
 
@@ -36,6 +38,21 @@ def system_tool(*names: str, package: str, needed_for: str) -> str:
     if path is None:
         missing(f"{names[0]} not installed (apt-get install {package}): needed {needed_for}")
     return path
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def until(condition, timeout: float = 20.0) -> bool:
+    """Polls `condition` until it holds or `timeout` seconds pass (what a test waits for, never a fixed sleep)."""
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return condition()
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
-from conftest import system_tool
+from conftest import free_port, system_tool
 
 USER, PASSWORD = "edge", "pw-not-in-argv-7c1"
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,12 +23,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _need(tool: str, package: str) -> str:
     return system_tool(tool, package=package, needed_for="for the MQTT tests")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_certs(folder: Path) -> dict[str, Path]:

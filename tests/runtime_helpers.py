@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
-from conftest import shared_path, system_tool
+from conftest import shared_path, system_tool, until
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,11 +82,9 @@ class MjpegServer:
         self.proc = subprocess.Popen(
             [ffmpeg, "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", str(video()), "-vf", "scale=384:216",
              "-q:v", "8", "-f", "mpjpeg", "-listen", "1", self.url], stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        while not listening(self.port):
-            assert self.proc.poll() is None, f"ffmpeg exited with {self.proc.returncode} before listening"
-            assert time.monotonic() < deadline, f"ffmpeg not listening on port {self.port} after {timeout:.0f} s"
-            time.sleep(0.05)
+        assert until(lambda: listening(self.port) or self.proc.poll() is not None, timeout), \
+            f"ffmpeg not listening on port {self.port} after {timeout:.0f} s"
+        assert self.proc.poll() is None, f"ffmpeg exited with {self.proc.returncode} before listening"
         return self
 
     def stop(self) -> None:
@@ -105,7 +101,3 @@ def listening(port: int) -> bool:
         return any(f[1] == local and f[3] == "0A" for f in (line.split() for line in list(table)[1:]))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

@@ -22,8 +22,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import system_tool
-from runtime_helpers import ROOT, free_port, onnx_model, video
+from conftest import free_port, system_tool, until
+from runtime_helpers import ROOT, onnx_model, video
 
 from edge_yolox import draw
 from edge_yolox.errors import ConfigError
@@ -65,13 +65,6 @@ def read_until_closed(sock: socket.socket, timeout: float) -> bytes | None:
     except ConnectionResetError:
         pass
     return data
-
-
-def wait_for(condition, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return condition()
 
 
 @contextlib.contextmanager
@@ -365,7 +358,7 @@ def test_connections_are_capped_and_idle_ones_closed():
         held = [kept_alive] + [s for s, o in zip(idle, outcomes) if o is None]
         assert all(read_until_closed(s, 4.0) is not None for s in held)  # closed by the server after idle_s
         assert get(f"http://127.0.0.1:{address[1]}/stats.json")[0] == 200  # slots free again
-        assert wait_for(lambda: threading.active_count() <= baseline, 3)
+        assert until(lambda: threading.active_count() <= baseline, 3)
     finally:
         for s in sockets:
             s.close()
@@ -380,8 +373,8 @@ def test_a_viewer_that_stops_reading_is_dropped():
             slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window: the server's sends block
             slow.connect(("127.0.0.1", sink.address[1]))
             slow.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")
-            assert wait_for(lambda: sink.viewers == 1, 5)
-            assert wait_for(lambda: sink.viewers == 0, 15), "a viewer that reads nothing kept its connection"
+            assert until(lambda: sink.viewers == 1, 5)
+            assert until(lambda: sink.viewers == 0, 15), "a viewer that reads nothing kept its connection"
             assert len(mjpeg_frames(f"http://127.0.0.1:{sink.address[1]}/stream.mjpg", 2)) == 2  # readers still served
     finally:
         sink.close()

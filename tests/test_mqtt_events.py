@@ -14,6 +14,7 @@ import time
 
 import pytest
 import yaml
+from conftest import until
 from mqtt_helpers import ROOT, Broker, Subscriber, runtime
 from runtime_helpers import records as stdout_records
 
@@ -80,13 +81,6 @@ def received_events(sub: Subscriber) -> list[dict]:
 def changes(values: list) -> list:
     """`values` without consecutive repeats: what a publish-on-change sends."""
     return [v for k, v in enumerate(values) if k == 0 or v != values[k - 1]]
-
-
-def until(condition, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return condition()
 
 
 def offline(sub: Subscriber, prefix: str = "test") -> bool:
@@ -193,8 +187,7 @@ def test_broker_outage_loses_no_event_with_qos1(broker, subscriber):
         broker.kill()
         for r in records[30:]:  # the events of 50 frames happen while the broker is down
             s.write(r)
-        time.sleep(1.0)
-        assert not s.health()["connected"] and s.health()["queued"] > 0
+        assert until(lambda: not s.health()["connected"] and s.health()["queued"] > 0)
         subscriber.subscribed.clear()
         broker.start()
         assert subscriber.subscribed.wait(10)  # resent messages reach only a subscriber that is back

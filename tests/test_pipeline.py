@@ -15,7 +15,8 @@ from types import SimpleNamespace
 
 import cv2
 import pytest
-from runtime_helpers import ROOT, MjpegServer, cli, free_port, iou, ncnn_model, onnx_model, records, unmatched, video
+from conftest import free_port
+from runtime_helpers import ROOT, MjpegServer, cli, iou, ncnn_model, onnx_model, records, unmatched, video
 
 from edge_yolox.config import load_config
 from edge_yolox.pipeline import Pipeline

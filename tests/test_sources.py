@@ -10,8 +10,8 @@ import time
 import cv2
 import numpy as np
 import pytest
-from conftest import shared_path
-from runtime_helpers import MjpegServer, free_port, video
+from conftest import free_port, shared_path
+from runtime_helpers import MjpegServer, video
 
 from edge_yolox.config import CameraConfig, SourceConfig
 from edge_yolox.errors import SourceError
