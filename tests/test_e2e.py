@@ -48,11 +48,12 @@ def test_e2e_state_dict_is_the_official_plus_the_selector():
     extra = e2e.keys() - plain.keys()
     assert plain.keys() <= e2e.keys() and extra and all(k.startswith(PSS_PREFIXES) for k in extra)
     assert all(e2e[k].shape == plain[k].shape for k in plain)
-    # one 3x3 (depthwise-separable in the Nano, like its head) conv + BN + SiLU and a 1x1 conv to one logit, per stride
-    assert e2e["head.pss_convs.0.dconv.conv.weight"].shape == (64, 1, 3, 3)
-    assert e2e["head.pss_convs.2.pconv.conv.weight"].shape == (64, 64, 1, 1)
+    # per stride: PSS_CONVS 3x3 convs + BN + SiLU (depthwise-separable in the Nano, like its head), a 1x1 to one logit
+    assert e2e["head.pss_convs.0.0.dconv.conv.weight"].shape == (64, 1, 3, 3)
+    assert e2e["head.pss_convs.2.2.pconv.conv.weight"].shape == (64, 64, 1, 1)
+    assert "head.pss_convs.0.3.dconv.conv.weight" not in e2e
     assert e2e["head.pss_preds.1.weight"].shape == (1, 64, 1, 1)
-    assert "head.pss_convs.0.conv.weight" in build_model("s", 3, e2e=True).state_dict()  # dense variants: BaseConv
+    assert "head.pss_convs.0.1.conv.weight" in build_model("s", 3, e2e=True).state_dict()  # dense variants: BaseConv
 
 
 def test_score_is_obj_cls_pss_and_use_pss_off_gives_the_plain_head():

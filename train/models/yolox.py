@@ -23,6 +23,12 @@ from .blocks import BaseConv, CSPLayer, Focus, SPPBottleneck, conv_type
 IN_CHANNELS = (256, 512, 1024)  # of dark3/4/5 at width 1.0
 PRIOR_PROB = 0.01
 PSS_PRIOR = 0.5  # the positive-sample selector starts neutral: every anchor's score is halved, none is favoured
+# The selector's 3x3 convs per stride. With one, it saw too little around an anchor to tell it from its neighbours.
+# Held-out synthetic scenes, the selector trained alone on the frozen detector (bench/e2e.py's cached features;
+# NMS model 0.693 AP): 1 / 2 / 3 / 4 convs gave 0.635 / 0.655 / 0.658 / 0.659 AP without NMS and 0.091 / 0.047 /
+# 0.024 / 0.013 duplicates per object at conf 0.3. Wider convs (128) and score cues (each anchor's score against
+# its 3x3 and the neighbouring strides' maxima) did not help.
+PSS_CONVS = 3
 PSS_PREFIXES = ("head.pss_convs.", "head.pss_preds.")  # the end-to-end branch's state_dict keys
 
 
@@ -115,8 +121,8 @@ class YOLOXHead(nn.Module):
     - train without targets: the raw per-stride maps [B, 5+C, H, W].
 
     End to end (`e2e=True`, the YOLOX paper's §2.2 after PSS, Zhou et al. 2021): a positive-sample selector per
-    stride — a 3×3 conv (+BN+SiLU; depthwise-separable in the depthwise variants, like the head's own convs) and a
-    1×1 conv to one logit — reads the regression branch's features (the branch objectness reads; PSS found the
+    stride — PSS_CONVS 3×3 convs (+BN+SiLU; depthwise-separable in the depthwise variants, like the head's own convs)
+    and a 1×1 conv to one logit — reads the regression branch's features (the branch objectness reads; PSS found the
     classification branch worse) through a stop-gradient, so its loss reaches no weight but its own. Its
     probability multiplies the objectness everywhere the head gives scores (eval output, `split_outputs`): the
     final score is obj·cls·pss, the outputs keep their layout, and the runtime's decode needs no change. The loss
@@ -143,7 +149,8 @@ class YOLOXHead(nn.Module):
         self.stems = nn.ModuleList(BaseConv(int(c * width), hidden, 1) for c in IN_CHANNELS)
         self.use_pss = e2e
         if e2e:
-            self.pss_convs = nn.ModuleList(Conv(hidden, hidden, 3) for _ in strides)
+            self.pss_convs = nn.ModuleList(nn.Sequential(*(Conv(hidden, hidden, 3) for _ in range(PSS_CONVS)))
+                                           for _ in strides)
             self.pss_preds = nn.ModuleList(nn.Conv2d(hidden, 1, 1) for _ in strides)
         else:
             self.pss_convs = self.pss_preds = None
