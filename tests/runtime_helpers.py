@@ -99,5 +99,3 @@ def listening(port: int) -> bool:
     local = f"0100007F:{port:04X}"
     with open("/proc/net/tcp") as table:
         return any(f[1] == local and f[3] == "0A" for f in (line.split() for line in list(table)[1:]))
-
-
