@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
-from conftest import free_port, system_tool
+from conftest import free_port, system_tool, until
 
 USER, PASSWORD = "edge", "pw-not-in-argv-7c1"
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,6 +92,12 @@ class Broker:
             self.proc.wait()
             self.proc = None
 
+    def saved_after(self, when: float) -> bool:
+        """Whether mosquitto wrote its persistence file after `when` (time.time()). Its autosave_interval of 1 s
+        was measured saving every 2 s, so a fixed wait missed it: the subscription was gone after a kill."""
+        db = self.folder / "mosquitto.db"
+        return db.exists() and db.stat().st_mtime > when
+
     def log(self) -> str:
         path = self.folder / "mosquitto.log"
         return path.read_text()[-3000:] if path.exists() else ""
@@ -119,8 +125,10 @@ class Subscriber:
         self.client.loop_start()
         if not self.subscribed.wait(10):
             raise RuntimeError("test subscriber could not subscribe")
-        if durable:
-            time.sleep(1.2)  # let mosquitto's autosave (1 s) store the subscription before the broker is killed
+        if durable:  # the broker must have stored the subscription before a test kills it
+            subscribed_at = time.time()
+            if not until(lambda: broker.saved_after(subscribed_at), 10):
+                raise RuntimeError("mosquitto did not save the test subscriber's session")
 
     def _on_message(self, client, userdata, message) -> None:
         with self.cond:
