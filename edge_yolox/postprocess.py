@@ -83,6 +83,15 @@ def postprocess(outputs: Outputs, input_size: tuple[int, int], **kwargs) -> np.n
     return results[0]
 
 
+def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of one (x1, y1, x2, y2) box with each row of `boxes` [K, >=4] (further columns ignored): [K]."""
+    boxes = np.asarray(boxes)
+    lt, rb = np.maximum(boxes[:, :2], box[:2]), np.minimum(boxes[:, 2:4], box[2:4])
+    inter = np.clip(rb - lt, 0, None).prod(1)
+    union = (box[2] - box[0]) * (box[3] - box[1]) + (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) - inter
+    return inter / np.maximum(union, 1e-9)
+
+
 def grid_shapes(input_size: tuple[int, int], strides: Sequence[int] = STRIDES) -> list[tuple[int, int]]:
     """(h, w) of each stride's head map for a model input (h, w): ceil(size / stride), what YOLOX's stride-2
     convolutions produce; the C++ core's own rule, so Python never disagrees with it."""

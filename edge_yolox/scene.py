@@ -10,6 +10,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from edge_yolox.postprocess import box_iou
+
 CLASSES = ("circle", "square", "triangle", "star")
 
 
@@ -60,13 +62,7 @@ def draw_shape(image: np.ndarray, points: np.ndarray, color: tuple[int, int, int
 
 
 def _max_iou(box: np.ndarray, boxes: list[np.ndarray]) -> float:
-    if not boxes:
-        return 0.0
-    b = np.asarray(boxes)
-    lt, rb = np.maximum(b[:, :2], box[:2]), np.minimum(b[:, 2:], box[2:])
-    inter = np.clip(rb - lt, 0, None).prod(1)
-    area = (box[2:] - box[:2]).prod() + (b[:, 2:] - b[:, :2]).prod(1) - inter
-    return float((inter / area).max())
+    return float(box_iou(box, boxes).max()) if boxes else 0.0
 
 
 def render_scene(rng: np.random.Generator, size: tuple[int, int] = (416, 416), max_objects: int = 6,

@@ -542,3 +542,15 @@ def test_eval_and_export_choose_nms_and_the_head(e2e_bundle, tmp_path):
         result = cli(command, *flags, "--nms-head")
         assert result.returncode == 2 and "--nms-head:" in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_duplicates_per_object_counts_same_class_overlaps_beyond_the_first():
+    from edge_yolox.train.evaluate import duplicates_per_object
+
+    labels = [np.array([[0, 0, 10, 10, 1], [50, 50, 60, 60, 2]], dtype=np.float32), np.zeros((0, 5), np.float32)]
+    detections = [np.array([[0, 0, 10, 10, 0.9, 1], [1, 0, 10, 10, 0.8, 1], [0, 0, 10, 9, 0.7, 1],
+                            [0, 0, 10, 10, 0.9, 2], [5, 0, 15, 10, 0.6, 1]], dtype=np.float32),
+                  np.array([[0, 0, 10, 10, 0.9, 1]], dtype=np.float32)]
+    # object 1: three class-1 boxes at IoU >= 0.5 (the class-2 one and the IoU-1/3 one do not count); object 2: none
+    assert duplicates_per_object(detections, labels) == (1.0, 0.5, 0.5)
+    assert duplicates_per_object(detections, labels, iou=0.95) == (0.0, 0.0, 0.5)

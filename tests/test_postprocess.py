@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import edge_yolox
+from edge_yolox.postprocess import box_iou
 from tests import reference
 
 # ../shared/data/README.md: yolox_nano.onnx, conf 0.3, NMS 0.45, letterbox 416, boxes in source pixels.
@@ -289,3 +290,11 @@ def test_gil_is_released_while_computing():
         done.set()
         worker.join()
     assert during > 0, "a Python thread made no progress while postprocess ran: the GIL was held"
+
+
+
+def test_box_iou_of_one_box_with_many():
+    box = np.array([0.0, 0.0, 10.0, 10.0])
+    boxes = np.array([[0, 0, 10, 10, 0.9, 1], [5, 0, 15, 10, 0.8, 1], [20, 20, 30, 30, 0.7, 0], [0, 0, 5, 5, 0.6, 2]])
+    np.testing.assert_allclose(box_iou(box, boxes), [1.0, 50 / 150, 0.0, 25 / 100])
+    assert box_iou(box, np.zeros((0, 6))).shape == (0,)

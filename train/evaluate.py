@@ -17,7 +17,7 @@ import numpy as np
 
 from edge_yolox.errors import ConfigError
 from edge_yolox.files import DATA_BYTES, load_json
-from edge_yolox.postprocess import postprocess_batch
+from edge_yolox.postprocess import box_iou, postprocess_batch
 from edge_yolox.preprocess import letterbox
 
 from .data.datasets import DetectionDataset
@@ -166,13 +166,8 @@ def duplicates_per_object(detections: Sequence[np.ndarray], labels: Sequence[np.
     (x1, y1, x2, y2, class), one array each per image, in the same pixels; zeros without any object."""
     extra = dup_objects = found = total = 0
     for dets, objects in zip(detections, labels):
-        for x1, y1, x2, y2, cls in objects:
-            same = dets[dets[:, 5] == cls]
-            iw = np.clip(np.minimum(same[:, 2], x2) - np.maximum(same[:, 0], x1), 0, None)
-            ih = np.clip(np.minimum(same[:, 3], y2) - np.maximum(same[:, 1], y1), 0, None)
-            inter = iw * ih
-            union = (same[:, 2] - same[:, 0]) * (same[:, 3] - same[:, 1]) + (x2 - x1) * (y2 - y1) - inter
-            hits = int((inter / np.maximum(union, 1e-9) >= iou).sum())
+        for obj in objects:
+            hits = int((box_iou(obj, dets[dets[:, 5] == obj[4]]) >= iou).sum())
             total += 1
             found += hits > 0
             extra += max(hits - 1, 0)

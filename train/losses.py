@@ -79,8 +79,8 @@ def yolox_loss(outputs: Sequence[torch.Tensor], strides: Sequence[int], targets:
     Returns total_loss, iou_loss (already x5), conf_loss, cls_loss, l1_loss, num_fg (foreground anchors per
     ground truth, as the official head reports it) and pss_loss: `pss_loss` over the one-to-one positives (each
     ground truth's SimOTA positive cheapest once the selector's own preference is credited, see PSS_RANK_WEIGHT)
-    per ground truth, x PSS_WEIGHT; 0 without
-    `pss`. The selector's term adds to the total but, with its detached inputs, trains only the selector.
+    per ground truth, x PSS_WEIGHT; 0 without `pss`. The selector's term adds to the total but, with its detached
+    inputs, trains only the selector.
     """
     raw, grid, stride = flatten_outputs(outputs, strides)
     raw = raw.float() if raw.dtype == torch.float16 or raw.dtype == torch.bfloat16 else raw
