@@ -244,7 +244,7 @@ def score(dataset, detect) -> tuple[float, ...]:
         return out
 
     metrics = evaluate(recording, dataset, progress=False)  # asks for the images in dataset order
-    labels = [dataset.load(i)[1] for i in range(len(dataset))]
+    labels = [dataset.labels(i) for i in range(len(dataset))]
     d3, share3, found3 = duplicates_per_object([d[d[:, 4] >= 0.3] for d in kept], labels)
     d1 = duplicates_per_object([d[d[:, 4] >= 0.1] for d in kept], labels)[0]
     return metrics["AP"], metrics["AP50"], d3, share3, d1, found3

@@ -58,8 +58,13 @@ class DetectionDataset:
         image = cv2.imread(str(rec.image), cv2.IMREAD_COLOR)
         if image is None:
             raise ConfigError(f"{self.source}: cannot read image {rec.image}")
+        return image, self.labels(index)
+
+    def labels(self, index: int) -> np.ndarray:
+        """The image's labels [N, 5] = x1 y1 x2 y2 class as float32, without reading the image."""
+        rec = self.records[index]
         labels = np.concatenate([rec.boxes, rec.classes[:, None].astype(np.float32)], 1).astype(np.float32)
-        return image, labels.reshape(-1, 5)
+        return labels.reshape(-1, 5)
 
     def image_size(self, index: int) -> tuple[int, int]:
         rec = self.records[index]
