@@ -4,6 +4,7 @@ then measure it against the NMS model.
     python bench/e2e.py finetune --out runs/e2e [--epochs 40] [--folds 2]
     python bench/e2e.py measure --out runs/e2e [--repeat 20]
     python bench/e2e.py compare --checkpoint CKPT --data VAL [--size 320] [--bundles BUNDLE...]
+    python bench/e2e.py oracle --weights DETECTOR --data VAL [--size 320]
 
 finetune: the official weights (../shared/data/weights/yolox_nano_coco.pth) in build_model("nano", e2e=True),
 frozen but for the selector (model.freeze_all_but_pss: what `edge-yolox train --e2e --selector-only` trains). Because
@@ -24,6 +25,11 @@ compare: a whole model trained end to end (`edge-yolox train --e2e`) on a datase
 with NMS is the NMS model of the same training (the stop-gradient kept the selector's loss out of it), then the
 end-to-end scores without and with NMS, then each exported bundle of it (`edge-yolox export [--nms-head]`) as it
 runs (no NMS for `nms: false` bundles) and with NMS.
+
+oracle: the ceiling of the selection itself on a detector: each labelled object's one-to-one positive (the
+training target, by SimOTA cost alone) gets pss 1 and its other SimOTA positives 0, anchors that are no object's
+candidate keep their score (a selector cannot know which of those are false), then NMS 0.65; beside the detector
+with NMS. Above the NMS model means the choice is worth learning and any gap is the selector's.
 """
 
 from __future__ import annotations
@@ -348,9 +354,38 @@ def run_compare(args) -> None:
                 "bundles at theirs, conf 0.01", dataset, itertools.chain(rows, bundles()))
 
 
+def run_oracle(args) -> None:
+    import torch
+    from edge_yolox.train.assign import simota_assign
+    from edge_yolox.train.data.datasets import open_dataset
+    from edge_yolox.train.losses import decode_boxes, flatten_outputs
+
+    from edge_yolox.preprocess import letterbox
+
+    torch.set_num_threads(args.threads)
+    dataset = open_dataset(args.data, "val")
+    model = load_e2e(args.weights)
+    cached = {}
+    for i, (_features, raw, targets) in enumerate(cache(model, dataset, range(len(dataset)), 1)):
+        r, grid, stride = flatten_outputs([x.float().unsqueeze(0) for x in raw], model.head.strides)
+        rows = torch.cat([r[0, :, :4], r[0, :, 4:].sigmoid()], 1).numpy()
+        selected = rows.copy()
+        if len(targets):
+            t = targets.float().unsqueeze(0)
+            a = simota_assign(decode_boxes(r[..., :4], grid, stride), r[..., 4], r[..., 5:],
+                              (grid + 0.5) * stride.unsqueeze(-1), stride, t[..., 1:5], t[..., 0].long(),
+                              torch.ones(t.shape[:2], dtype=torch.bool))
+            selected[a.fg[0].numpy() & ~a.one_to_one(len(targets))[0].numpy(), 4] = 0
+        frame, _ = dataset.load(i)
+        cached[i] = (rows, selected, letterbox(frame, SIZE)[1], frame.shape[:2])
+    print_table(f"{args.weights} on {args.data} ({len(dataset)} images), {args.size}, conf 0.01", dataset,
+                [("NMS model, NMS 0.65", cached_detect(cached, 0, True)),
+                 ("oracle selection (least-cost positive of each object), NMS 0.65", cached_detect(cached, 1, True))])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("command", choices=("finetune", "measure", "compare"))
+    p.add_argument("command", choices=("finetune", "measure", "compare", "oracle"))
     p.add_argument("--weights", type=Path, default=SHARED / "weights" / "yolox_nano_coco.pth")
     p.add_argument("--data", type=Path, default=SHARED / "coco128")
     p.add_argument("--out", default="runs/e2e")
@@ -371,7 +406,7 @@ def main() -> None:
     SIZE = (args.size, args.size)
     if args.command == "compare" and not args.checkpoint:
         p.error("compare needs --checkpoint")
-    {"finetune": run_finetune, "measure": run_measure, "compare": run_compare}[args.command](args)
+    {"finetune": run_finetune, "measure": run_measure, "compare": run_compare, "oracle": run_oracle}[args.command](args)
 
 
 if __name__ == "__main__":
